@@ -1,0 +1,88 @@
+"""An event sample: final-state four-momenta of a reaction, optional weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kinematics import four_momenta, helicity_variables
+from .particles import JPSI_GAMMA_KK, Reaction
+
+
+@dataclass(frozen=True, eq=False)
+class Events:
+    """Events of J/psi -> gamma P1 P2 in the J/psi rest frame.
+
+    Attributes:
+        momenta: (n_events, 3, 4) four-momenta (E, px, py, pz) in GeV of
+            (photon, P1, P2).
+        weights: (n_events,) event weights, or None for unit weights.
+        reaction: the reaction, which fixes masses and column prefixes.
+    """
+
+    momenta: np.ndarray
+    weights: np.ndarray | None = None
+    reaction: Reaction = JPSI_GAMMA_KK
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        mom = np.ascontiguousarray(self.momenta, dtype=np.float64)
+        if mom.ndim != 3 or mom.shape[1:] != (3, 4):
+            raise ValueError(f"momenta must have shape (n, 3, 4), got {mom.shape}")
+        object.__setattr__(self, "momenta", mom)
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (mom.shape[0],):
+                raise ValueError(f"weights must have shape ({mom.shape[0]},), got {w.shape}")
+            object.__setattr__(self, "weights", w)
+
+    def __len__(self) -> int:
+        return self.momenta.shape[0]
+
+    def __repr__(self) -> str:
+        w = "weighted" if self.weights is not None else "unweighted"
+        return f"Events(n={len(self)}, {w}, {' '.join(self.reaction.particles)})"
+
+    @classmethod
+    def from_helicity_variables(cls, hv: np.ndarray, reaction: Reaction = JPSI_GAMMA_KK,
+                                weights: np.ndarray | None = None) -> "Events":
+        """Events from an (n, 5) array of helicity variables."""
+        pg, p1, p2 = four_momenta(hv, reaction.parent_mass, reaction.m1, reaction.m2)
+        ev = cls(np.stack([pg, p1, p2], axis=1), weights, reaction)
+        ev._cache["hv"] = np.asarray(hv, dtype=np.float64)
+        return ev
+
+    @property
+    def helicity_variables(self) -> np.ndarray:
+        """(n_events, 5): m, cos theta_X, phi_X, cos theta_1, phi_1 (computed once)."""
+        if "hv" not in self._cache:
+            m = self.momenta
+            self._cache["hv"] = helicity_variables(m[:, 0], m[:, 1], m[:, 2])
+        return self._cache["hv"]
+
+    @property
+    def weight_array(self) -> np.ndarray:
+        """Weights, ones if the sample is unweighted."""
+        return np.ones(len(self)) if self.weights is None else self.weights
+
+    def subset(self, index: np.ndarray | slice) -> "Events":
+        w = None if self.weights is None else self.weights[index]
+        ev = Events(self.momenta[index], w, self.reaction)
+        if "hv" in self._cache:
+            ev._cache["hv"] = self._cache["hv"][index]
+        return ev
+
+    @staticmethod
+    def concatenate(parts: list["Events"]) -> "Events":
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        reaction = parts[0].reaction
+        if any(p.reaction != reaction for p in parts):
+            raise ValueError("cannot concatenate events of different reactions")
+        weighted = any(p.weights is not None for p in parts)
+        w = np.concatenate([p.weight_array for p in parts]) if weighted else None
+        ev = Events(np.concatenate([p.momenta for p in parts]), w, reaction)
+        if all("hv" in p._cache for p in parts):
+            ev._cache["hv"] = np.concatenate([p._cache["hv"] for p in parts])
+        return ev
