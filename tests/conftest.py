@@ -1,0 +1,15 @@
+"""Test-session settings.
+
+Four host devices let the multi-device tests run on the CPU; they must be
+set before JAX is first imported. float64 is switched on here, as every
+entry point of the suite does (library modules never flip it themselves).
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
