@@ -1,0 +1,142 @@
+"""Event files: round trips in every format and every bad-file path."""
+
+import numpy as np
+import pytest
+
+from fastsim.events import (Detector, EventFileError, Events, EventWriter, PhaseSpace, read_events,
+                            write_events)
+from fastsim.events.io import events_to_columns
+
+FORMATS = [".parquet", ".root", ".npz"]
+
+
+@pytest.fixture(scope="module")
+def events():
+    hv = PhaseSpace().sample(500, np.random.default_rng(11))
+    return Events.from_helicity_variables(hv, weights=np.linspace(0.5, 1.5, 500))
+
+
+def write_columns(path, cols, tree="events"):
+    """Write raw columns (possibly invalid) in the format of path."""
+    if path.suffix == ".npz":
+        np.savez(path, **cols)
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table(cols), path)
+    else:
+        import uproot
+
+        with uproot.recreate(path) as f:
+            f[tree] = cols
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip(tmp_path, events, fmt):
+    path = write_events(tmp_path / f"ev{fmt}", events)
+    back = read_events(path)
+    np.testing.assert_array_equal(back.momenta, events.momenta)
+    np.testing.assert_array_equal(back.weights, events.weights)
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_streamed_writer_equals_one_shot(tmp_path, events, fmt):
+    with EventWriter(tmp_path / f"s{fmt}") as w:
+        for i in range(0, 500, 128):
+            w.write(events.subset(slice(i, i + 128)))
+    np.testing.assert_array_equal(read_events(tmp_path / f"s{fmt}").momenta, events.momenta)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_interrupted_write_leaves_no_file(tmp_path, events, fmt):
+    target = tmp_path / f"x{fmt}"
+    with pytest.raises(KeyboardInterrupt):
+        with EventWriter(target) as w:
+            w.write(events)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def corrupt(events, how):
+    cols = events_to_columns(events)
+    if how == "missing":
+        del cols["Km_pz"]
+    elif how == "nan":
+        cols["Kp_px"] = cols["Kp_px"].copy()
+        cols["Kp_px"][[3, 7]] = np.nan
+    elif how == "inf_weight":
+        cols["weight"] = cols["weight"].copy()
+        cols["weight"][0] = np.inf
+    elif how == "spacelike":
+        cols["Km_E"] = cols["Km_E"].copy()
+        cols["Km_E"][:5] = 0.01
+    elif how == "mass":
+        # Rescale the K+ energy upward a little: still timelike, wrong mass.
+        cols["Kp_E"] = cols["Kp_E"] + 0.05
+    elif how == "total":
+        # Boost-free shift of all three momenta by the same rotation-breaking
+        # amount keeps masses but breaks momentum balance.
+        for p in ("Kp", "Km"):
+            cols[f"{p}_px"] = cols[f"{p}_px"].copy()
+        cols["Kp_px"][:9] *= -1.0
+    return cols
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("how, pattern", [
+    ("missing", r"missing column\(s\) Km_pz"),
+    ("nan", r"column Kp_px has 2 row\(s\) with NaN or inf"),
+    ("inf_weight", r"column weight has 1 row\(s\) with NaN or inf"),
+    ("spacelike", r"column Km_E is below \|p\| .* in 5 row\(s\)"),
+    ("mass", r"Kp_E/px/py/pz give an invariant mass .* K\+ mass .* in 500 row\(s\)"),
+    ("total", r"total four-momentum .* in \d+ row\(s\)"),
+])
+def test_bad_files(tmp_path, events, fmt, how, pattern):
+    path = tmp_path / f"bad{fmt}"
+    write_columns(path, corrupt(events, how))
+    with pytest.raises(EventFileError, match=pattern) as err:
+        read_events(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_empty_file(tmp_path, events, fmt):
+    path = tmp_path / f"empty{fmt}"
+    write_columns(path, {k: v[:0] for k, v in events_to_columns(events).items()})
+    with pytest.raises(EventFileError, match="holds no events"):
+        read_events(path)
+
+
+def test_missing_file_unknown_format_and_tree(tmp_path, events):
+    with pytest.raises(EventFileError, match="no such file"):
+        read_events(tmp_path / "nope.parquet")
+    with pytest.raises(EventFileError, match="unknown event-file format '.csv'"):
+        read_events(tmp_path / "x.csv")
+    path = tmp_path / "t.root"
+    write_columns(path, events_to_columns(events), tree="ntuple")
+    with pytest.raises(EventFileError, match=r"no TTree 'events' in the file; it holds \['ntuple'\]"):
+        read_events(path)
+    assert len(read_events(path, tree="ntuple")) == 500
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_garbage_file(tmp_path, fmt):
+    path = tmp_path / f"garbage{fmt}"
+    path.write_bytes(b"not an event file at all" * 10)
+    with pytest.raises(EventFileError, match=str(path.name)):
+        read_events(path)
+
+
+def test_total_momentum_check_can_be_disabled(tmp_path, events):
+    path = tmp_path / "t.npz"
+    write_columns(path, corrupt(events, "total"))
+    assert len(read_events(path, check_total_momentum=False)) == 500
+
+
+def test_detector_level_events_pass_validation(tmp_path):
+    from fastsim.events import conventional_mc, load_detector_card
+
+    ev = conventional_mc(2000, Detector(load_detector_card("default")), seed=1)
+    assert len(read_events(write_events(tmp_path / "mc.parquet", ev))) == 2000
