@@ -207,80 +207,125 @@ def _minuit(fun, grad, hess, u0, max_iter):
 DEFAULT_OPTIMIZER = "trust-exact"
 
 
-def minimize(objective: Callable[[jnp.ndarray], jnp.ndarray], x0: np.ndarray, *,
-             bounds: Bounds | None = None, optimizer: str = DEFAULT_OPTIMIZER,
-             max_iter: int = 2000, edm_tolerance: float = 1e-4,
-             newton_polish: bool = True) -> MinimizeResult:
-    """Minimise a JAX objective of the physical parameters.
+class Minimizer:
+    """An objective with its compiled value, gradient and Hessian, reusable
+    across many starts (nothing is recompiled between them).
 
     Args:
-        objective: pure, differentiable ``f(p) -> scalar``.
-        x0: (n_par,) starting values, inside the bounds.
+        objective: pure, differentiable ``f(p) -> scalar`` of the physical
+            parameters p, shape (n_par,).
+        n_par: number of parameters.
         bounds: per parameter (lo, hi), None or a None side for unbounded.
-        optimizer: a key of :data:`OPTIMIZERS`.
-        max_iter: iteration limit of the optimiser.
-        edm_tolerance: convergence requires EDM below this (NLL units).
-        newton_polish: after the optimiser, take exact-Newton steps (at most
-            10, each accepted only if it lowers f) while the Hessian is
-            positive definite and the EDM is above 1e-3 * edm_tolerance.
-
-    Returns:
-        :class:`MinimizeResult` with the exact Hessian at the minimum.
     """
-    if optimizer not in OPTIMIZERS:
-        raise FitError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+    def __init__(self, objective: Callable[[jnp.ndarray], jnp.ndarray], n_par: int,
+                 bounds: Bounds | None = None) -> None:
+        self.objective = objective
+        self.n_par = n_par
+        self.transform = tr = BoundsTransform.from_bounds(bounds, n_par)
+
+        def f_internal(u):
+            return objective(tr.to_physical(u))
+
+        self._vg_int = jax.jit(jax.value_and_grad(f_internal))
+        self._h_int = jax.jit(jax.hessian(f_internal))
+        self.value = jax.jit(objective)
+        self.gradient = jax.jit(jax.grad(objective))
+        self.hessian = jax.jit(jax.hessian(objective))
+
+    def minimize(self, x0: np.ndarray, *, optimizer: str = DEFAULT_OPTIMIZER, max_iter: int = 2000,
+                 edm_tolerance: float = 1e-4, newton_polish: bool = True) -> MinimizeResult:
+        """Minimise from x0.
+
+        Args:
+            x0: (n_par,) starting values, inside the bounds.
+            optimizer: a key of :data:`OPTIMIZERS`.
+            max_iter: iteration limit of the optimiser.
+            edm_tolerance: convergence requires EDM below this (NLL units).
+            newton_polish: after the optimiser, take exact-Newton steps (at
+                most 10, each accepted only if it lowers f) while the Hessian
+                is positive definite and the EDM is above 1e-3 * edm_tolerance.
+
+        Returns:
+            :class:`MinimizeResult` with the exact Hessian at the minimum.
+        """
+        if optimizer not in OPTIMIZERS:
+            raise FitError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        tr = self.transform
+        x0 = np.asarray(x0, dtype=np.float64)
+        if x0.shape != (self.n_par,):
+            raise FitError(f"start vector has shape {x0.shape}, expected ({self.n_par},)")
+        if np.any(x0 < tr.lower) or np.any(x0 > tr.upper):
+            bad = np.flatnonzero((x0 < tr.lower) | (x0 > tr.upper))
+            raise FitError(f"start values outside their bounds for parameter index(es) {bad.tolist()}")
+        counter = {"n": 0}
+
+        def fun(u):
+            counter["n"] += 1
+            v = float(self._vg_int(jnp.asarray(u))[0])
+            return v if np.isfinite(v) else 1e300
+
+        def grad(u):
+            g = np.asarray(self._vg_int(jnp.asarray(u))[1])
+            return np.where(np.isfinite(g), g, 0.0)
+
+        def hess(u):
+            return np.asarray(self._h_int(jnp.asarray(u)))
+
+        u0 = tr.to_internal(x0)
+        if fun(u0) >= 1e300:
+            raise FitError("the objective is not finite at the start values")
+        t0 = time.perf_counter()
+        u, n_iter, n_eval, success, message = OPTIMIZERS[optimizer](fun, grad, hess, u0, max_iter)
+        x = np.asarray(tr.to_physical(jnp.asarray(u)))
+        if newton_polish:
+            x = _newton_polish(self.value, self.gradient, self.hessian, x, tr, edm_tolerance * 1e-3)
+        xj = jnp.asarray(x)
+        fval = float(self.value(xj))
+        g = np.asarray(self.gradient(xj))
+        H = np.asarray(self.hessian(xj))
+        cov, eig, edm = hessian_summary(H, g)
+        wall = time.perf_counter() - t0
+        converged = bool(np.isfinite(fval) and edm < edm_tolerance and eig[0] > 0)
+        if not success and converged:
+            message = f"{message} (accepted: EDM {edm:.2g} < {edm_tolerance:g}, Hessian positive definite)"
+        return MinimizeResult(x=x, fun=fval, converged=converged, edm=edm, hessian=H, covariance=cov,
+                              hessian_eigenvalues=eig, gradient=g, n_iterations=n_iter,
+                              n_evaluations=max(n_eval, counter["n"]), optimizer=optimizer,
+                              message=message, wall_time=wall, at_limit=tr.at_limit(x))
+
+    def multi_start(self, starts: Sequence[np.ndarray], *, nll_tolerance: float = 1e-3,
+                    **kwargs) -> tuple[MinimizeResult, list[MinimizeResult]]:
+        """Minimise from every start; return the best and the distinct minima.
+
+        Minima are distinct when their objective values differ by more than
+        ``nll_tolerance``; the list holds one representative of each, sorted
+        by objective value. Starts whose fit raises are skipped (all failing
+        raises FitError).
+        """
+        results = []
+        errors = []
+        for x0 in starts:
+            try:
+                results.append(self.minimize(x0, **kwargs))
+            except FitError as exc:
+                errors.append(str(exc))
+        if not results:
+            raise FitError(f"every start failed: {errors[0]}")
+        results.sort(key=lambda r: (not r.converged, r.fun))
+        finite = sorted([r for r in results if np.isfinite(r.fun)], key=lambda r: r.fun)
+        distinct: list[MinimizeResult] = []
+        for r in finite:
+            if not distinct or r.fun - distinct[-1].fun > nll_tolerance:
+                distinct.append(r)
+        return results[0], distinct
+
+
+def minimize(objective: Callable[[jnp.ndarray], jnp.ndarray], x0: np.ndarray, *,
+             bounds: Bounds | None = None, **kwargs) -> MinimizeResult:
+    """One minimisation of ``objective`` from x0 (see :meth:`Minimizer.minimize`)."""
     x0 = np.asarray(x0, dtype=np.float64)
-    tr = BoundsTransform.from_bounds(bounds, x0.size)
-    if np.any(x0 < tr.lower) or np.any(x0 > tr.upper):
-        bad = np.flatnonzero((x0 < tr.lower) | (x0 > tr.upper))
-        raise FitError(f"start values outside their bounds for parameter index(es) {bad.tolist()}")
-
-    def f_internal(u):
-        return objective(tr.to_physical(u))
-
-    vg = jax.jit(jax.value_and_grad(f_internal))
-    h_int = jax.jit(jax.hessian(f_internal))
-    counter = {"n": 0}
-
-    def fun(u):
-        counter["n"] += 1
-        v, _ = vg(jnp.asarray(u))
-        v = float(v)
-        return v if np.isfinite(v) else 1e300
-
-    def grad(u):
-        g = np.asarray(vg(jnp.asarray(u))[1])
-        return np.where(np.isfinite(g), g, 0.0)
-
-    def hess(u):
-        return np.asarray(h_int(jnp.asarray(u)))
-
-    u0 = tr.to_internal(x0)
-    f0 = fun(u0)
-    if f0 >= 1e300:
-        raise FitError("the objective is not finite at the start values")
-    t0 = time.perf_counter()
-    u, n_iter, n_eval, success, message = OPTIMIZERS[optimizer](fun, grad, hess, u0, max_iter)
-
-    p_fun = jax.jit(objective)
-    p_grad = jax.jit(jax.grad(objective))
-    p_hess = jax.jit(jax.hessian(objective))
-    x = np.asarray(tr.to_physical(jnp.asarray(u)))
-    if newton_polish:
-        x = _newton_polish(p_fun, p_grad, p_hess, x, tr, edm_tolerance * 1e-3)
-    fval = float(p_fun(jnp.asarray(x)))
-    g = np.asarray(p_grad(jnp.asarray(x)))
-    H = np.asarray(p_hess(jnp.asarray(x)))
-    cov, eig, edm = hessian_summary(H, g)
-    at_limit = tr.at_limit(x)
-    wall = time.perf_counter() - t0
-    converged = bool(np.isfinite(fval) and edm < edm_tolerance and eig[0] > 0)
-    if not success and converged:
-        message = f"{message} (accepted: EDM {edm:.2g} < {edm_tolerance:g}, Hessian positive definite)"
-    return MinimizeResult(x=x, fun=fval, converged=converged, edm=edm, hessian=H, covariance=cov,
-                          hessian_eigenvalues=eig, gradient=g, n_iterations=n_iter,
-                          n_evaluations=max(n_eval, counter["n"]), optimizer=optimizer,
-                          message=message, wall_time=wall, at_limit=at_limit)
+    return Minimizer(objective, x0.size, bounds).minimize(x0, **kwargs)
 
 
 def _newton_polish(f, g, h, x, tr: BoundsTransform, edm_target: float, steps: int = 10) -> np.ndarray:

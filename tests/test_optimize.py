@@ -89,3 +89,16 @@ def test_propagate_matches_linear_algebra_and_numerical_propagation():
     draws = rng.multivariate_normal(x, small, 200_000)
     vals = np.stack([draws[:, 0] * draws[:, 1], np.sin(draws[:, 2]) + draws[:, 0] ** 2], 1)
     np.testing.assert_allclose(np.cov(vals.T), Jexact @ small @ Jexact.T, rtol=0.03)
+
+
+def test_multi_start_finds_both_minima_of_a_double_well():
+    from pwa.optimize import Minimizer
+
+    def well(p):  # minima near p0 = +1 (f ~ -0.3, the global one) and p0 = -1 (f ~ +0.3)
+        return (p[0] ** 2 - 1.0) ** 2 - 0.3 * p[0] + p[1] ** 2
+
+    mz = Minimizer(well, 2)
+    best, distinct = mz.multi_start([np.array([x, 0.5]) for x in (-2.0, -0.5, 0.5, 2.0)])
+    assert len(distinct) == 2
+    assert best.x[0] > 0 and best.fun < distinct[1].fun
+    assert all(r.converged for r in distinct)
