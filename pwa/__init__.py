@@ -1,0 +1,32 @@
+"""``pwa``: unbinned partial-wave analysis of J/psi -> gamma P1 P2 in JAX.
+
+Build once, apply many times::
+
+    import jax
+    jax.config.update("jax_enable_x64", True)   # the entry point's job
+    from pwa import Model, load_model_card
+    model = Model.from_card(load_model_card("models/r0.yaml"))
+    data, mc = model.precompute(data_events), model.precompute(mc_events)
+    p0 = model.initial_values()
+    value = jax.jit(model.nll)(p0, data, mc)
+
+Never imports torch; ``fastsim.events`` (plain numpy) supplies the events.
+"""
+
+from .amplitude import SPIN_STATES, Model, angular_factors, require_x64
+from .card import ModelCard, ResonanceCard, allowed_helicities, load_model_card, parse_model_card
+from .errors import FitError, GenerationError, ModelCardError, PrecisionError
+from .fractions import (FitFractions, fit_fractions_mc, fit_fractions_quadrature, phase_space_quadrature,
+                        phase_space_term_integrals)
+from .lineshapes import LINESHAPES, LineshapeContext, LineshapeType, register_lineshape
+from .wigner import wigner_D_conj, wigner_small_d
+
+__all__ = [
+    "Model", "SPIN_STATES", "angular_factors", "require_x64",
+    "ModelCard", "ResonanceCard", "allowed_helicities", "load_model_card", "parse_model_card",
+    "FitError", "GenerationError", "ModelCardError", "PrecisionError",
+    "FitFractions", "fit_fractions_mc", "fit_fractions_quadrature", "phase_space_quadrature",
+    "phase_space_term_integrals",
+    "LINESHAPES", "LineshapeContext", "LineshapeType", "register_lineshape",
+    "wigner_D_conj", "wigner_small_d",
+]

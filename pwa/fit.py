@@ -1,0 +1,384 @@
+"""Unbinned maximum-likelihood fits of a model to data (PHYSICS.md section 4).
+
+``fit(model, data, mc)`` minimises
+
+    NLL~(p) = NLL(p) + sf_lambda * W * (sf_target - SF(p))^2
+                     + lasso * sum_R sqrt(F_R(p) + lasso_eps)
+
+with exact autodiff gradients and Hessians (:mod:`pwa.optimize`). The
+covariance is the inverse of the exact Hessian of the *objective that was
+minimised* at its minimum; for weighted data it is the sandwich
+H^-1 C H^-1, C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)
+(Langenbruch, EPJC 82 (2022) 393). Fit fractions F_R, interference
+fractions and SF are integrals over generator-level flat phase space
+(deterministic quadrature, :func:`pwa.fractions.phase_space_quadrature`),
+with errors sigma^2 = J V J^T from the autodiff Jacobian.
+
+LASSO: the square root is smoothed, sqrt(F_R + eps) with eps = 1e-6 by
+default (a fraction of 1e-6 costs lambda * 1e-3 rather than an infinite
+slope), so the objective stays differentiable and the exact Hessian exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from fastsim.events import Events
+
+from .amplitude import Model, require_x64
+from .errors import FitError
+from .fractions import phase_space_quadrature
+from .optimize import DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, dumps, propagate
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Options of one fit.
+
+    Attributes:
+        optimizer: key of :data:`pwa.optimize.OPTIMIZERS`.
+        starts: number of starts; the first is the card's values, the others
+            randomised (phases uniform, magnitudes scaled by e^U(-1,1),
+            floating masses and widths moved by up to +-10 %).
+        seed: seed of the randomised starts.
+        sf_target, sf_lambda: fraction-sum constraint (off when sf_lambda = 0).
+        lasso: LASSO strength lambda (off when 0); lasso_eps its smoothing.
+        max_iter, edm_tolerance: convergence settings.
+        quadrature_panels: m panels of the fraction quadrature.
+    """
+
+    optimizer: str = DEFAULT_OPTIMIZER
+    starts: int = 1
+    seed: int = 0
+    sf_target: float = 1.0
+    sf_lambda: float = 0.0
+    lasso: float = 0.0
+    lasso_eps: float = 1e-6
+    max_iter: int = 2000
+    edm_tolerance: float = 1e-4
+    quadrature_panels: int = 120
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Outcome of a fit, in physical parameters, printable and serialisable.
+
+    Array shapes: ``values``/``errors`` (n_free,), ``covariance`` (n_free,
+    n_free), ``fractions``/``fraction_errors`` (n_res, n_res) with F_R on the
+    diagonal and interference fractions off it.
+    """
+
+    model_source: str
+    parameter_names: tuple[str, ...]
+    resonance_names: tuple[str, ...]
+    values: np.ndarray
+    errors: np.ndarray
+    covariance: np.ndarray
+    nll: float
+    objective: float
+    converged: bool
+    edm: float
+    hessian_eigenvalues: np.ndarray
+    message: str
+    optimizer: str
+    n_data: int
+    n_mc: int
+    sum_data_weights: float
+    fractions: np.ndarray
+    fraction_errors: np.ndarray
+    sum_of_fractions: float
+    sum_of_fractions_error: float
+    sandwich: bool
+    minima: tuple[tuple[float, bool], ...]
+    wall_time: float
+    config: FitConfig
+    at_limit: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    @property
+    def positive_definite(self) -> bool:
+        return bool(self.hessian_eigenvalues[0] > 0)
+
+    @property
+    def correlation(self) -> np.ndarray:
+        e = self.errors
+        denom = np.outer(e, e)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, self.covariance / denom, 0.0)
+
+    def parameter(self, name: str) -> tuple[float, float]:
+        i = self.parameter_names.index(name)
+        return float(self.values[i]), float(self.errors[i])
+
+    def fraction(self, name: str) -> tuple[float, float]:
+        i = self.resonance_names.index(name)
+        return float(self.fractions[i, i]), float(self.fraction_errors[i, i])
+
+    def to_dict(self) -> dict:
+        n = len(self.resonance_names)
+        inter = {f"{self.resonance_names[i]} x {self.resonance_names[j]}":
+                 {"value": self.fractions[i, j], "error": self.fraction_errors[i, j]}
+                 for i in range(n) for j in range(i + 1, n)}
+        return {
+            "model": self.model_source,
+            "nll": self.nll,
+            "objective": self.objective,
+            "converged": self.converged,
+            "edm": self.edm,
+            "message": self.message,
+            "optimizer": self.optimizer,
+            "hessian_positive_definite": self.positive_definite,
+            "hessian_eigenvalues": self.hessian_eigenvalues,
+            "parameters": {name: {"value": v, "error": e, "at_limit": bool(a)} for name, v, e, a in
+                           zip(self.parameter_names, self.values, self.errors,
+                               self.at_limit if self.at_limit.size else [False] * len(self.values))},
+            "fractions": {name: {"value": self.fractions[i, i], "error": self.fraction_errors[i, i]}
+                          for i, name in enumerate(self.resonance_names)},
+            "interference_fractions": inter,
+            "sum_of_fractions": {"value": self.sum_of_fractions, "error": self.sum_of_fractions_error},
+            "covariance": self.covariance,
+            "correlation": self.correlation,
+            "covariance_kind": "sandwich H^-1 C H^-1" if self.sandwich else "inverse exact Hessian",
+            "n_data": self.n_data,
+            "n_mc": self.n_mc,
+            "sum_data_weights": self.sum_data_weights,
+            "distinct_minima": [{"nll": f, "converged": c} for f, c in self.minima],
+            "wall_time_s": self.wall_time,
+            "config": asdict(self.config),
+        }
+
+    def to_json(self) -> str:
+        return dumps(self.to_dict())
+
+    def __str__(self) -> str:
+        lines = [
+            f"Fit of {self.model_source}: {self.n_data} data events, {self.n_mc} MC events",
+            f"  NLL = {self.nll:.6f}   objective = {self.objective:.6f}   EDM = {self.edm:.2e}   "
+            f"{'CONVERGED' if self.converged else 'NOT CONVERGED'} ({self.optimizer}, {self.wall_time:.1f} s)",
+            f"  Hessian {'positive definite' if self.positive_definite else 'NOT POSITIVE DEFINITE'}; "
+            f"smallest eigenvalue {self.hessian_eigenvalues[0]:.3g}"
+            + ("; sandwich covariance (weighted data)" if self.sandwich else ""),
+        ]
+        if len(self.minima) > 1:
+            lines.append("  distinct minima (NLL): " + ", ".join(f"{f:.3f}" for f, _ in self.minima))
+        w = max(len(n) for n in self.parameter_names) if self.parameter_names else 10
+        lines.append(f"  {'parameter':<{w}}  {'value':>12}  {'error':>10}")
+        for i, name in enumerate(self.parameter_names):
+            flag = "  at limit" if self.at_limit.size and self.at_limit[i] else ""
+            lines.append(f"  {name:<{w}}  {self.values[i]:>12.6g}  {self.errors[i]:>10.3g}{flag}")
+        wr = max(len(n) for n in self.resonance_names)
+        lines.append(f"  {'fit fraction':<{wr}}  {'F (%)':>8}  {'error':>7}")
+        for i, name in enumerate(self.resonance_names):
+            lines.append(f"  {name:<{wr}}  {100 * self.fractions[i, i]:>8.2f}  "
+                         f"{100 * self.fraction_errors[i, i]:>7.2f}")
+        lines.append(f"  {'SF':<{wr}}  {100 * self.sum_of_fractions:>8.2f}  "
+                     f"{100 * self.sum_of_fractions_error:>7.2f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class FitProblem:
+    """A model with its data, normalisation MC and fraction caches built once.
+
+    The objective and its derivatives compile once per problem and are reused
+    by every start, scan point and refit.
+    """
+
+    model: Model
+    data_cache: dict
+    mc_cache: dict
+    gen_cache: dict
+    n_data: int
+    n_mc: int
+    sum_data_weights: float
+    weighted_data: bool
+
+    @classmethod
+    def build(cls, model: Model, data: Events, mc: Events, *, quadrature_panels: int = 120,
+              gen_cache: dict | None = None) -> "FitProblem":
+        """Precompute the caches (the expensive, parameter-independent part)."""
+        require_x64()
+        if data.reaction != model.reaction:
+            raise FitError(f"data are {' '.join(data.reaction.particles)} events but the model "
+                           f"{model.card.source} describes {' '.join(model.reaction.particles)}")
+        if mc.reaction != model.reaction:
+            raise FitError("normalisation MC and model describe different reactions")
+        if np.any(mc.weight_array < 0) and mc.weight_array.sum() <= 0:
+            raise FitError("normalisation MC weights sum to a non-positive number")
+        fixed = not model.floating_lineshapes
+        data_cache = model.precompute(data)
+        mc_cache = model.precompute(mc, normalisation_matrix=fixed)
+        if gen_cache is None:
+            gen_cache = model.precompute(phase_space_quadrature(model.reaction, n_panels=quadrature_panels),
+                                         normalisation_matrix=fixed)
+        w = data.weight_array
+        return cls(model, data_cache, mc_cache, gen_cache, len(data), len(mc), float(w.sum()),
+                   bool(np.any(w != 1.0)))
+
+    def nll(self, p: jnp.ndarray) -> jnp.ndarray:
+        return self.model.nll(p, self.data_cache, self.mc_cache)
+
+    def fractions(self, p: jnp.ndarray) -> jnp.ndarray:
+        return self.model.fit_fractions(p, self.gen_cache)
+
+    def objective(self, config: FitConfig):
+        """NLL~ of the config as a pure function of p."""
+        W = self.sum_data_weights
+
+        def f(p):
+            val = self.nll(p)
+            if config.sf_lambda or config.lasso:
+                F = self.fractions(p)
+                if config.sf_lambda:
+                    val = val + config.sf_lambda * W * (config.sf_target - jnp.trace(F)) ** 2
+                if config.lasso:
+                    val = val + config.lasso * jnp.sum(jnp.sqrt(jnp.diagonal(F) + config.lasso_eps))
+            return val
+
+        return f
+
+    def sandwich_covariance(self, p: np.ndarray, hessian_inverse: np.ndarray) -> np.ndarray:
+        """H^-1 C H^-1 with C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)."""
+        model = self.model
+
+        def log_density(q):
+            return jnp.log(model.intensity(q, self.data_cache)) - jnp.log(model.normalisation(q, self.mc_cache))
+
+        G = np.asarray(jax.jacfwd(log_density)(jnp.asarray(p)))  # (n_data, n_par)
+        w = np.asarray(self.data_cache["weights"])
+        C = (G * (w**2)[:, None]).T @ G
+        return hessian_inverse @ C @ hessian_inverse
+
+
+def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
+    """x0 followed by n - 1 randomised copies (see :class:`FitConfig`)."""
+    rng = np.random.default_rng(seed)
+    starts = [np.asarray(x0, dtype=np.float64)]
+    lo = np.array([-np.inf if b[0] is None else b[0] for b in model.bounds])
+    hi = np.array([np.inf if b[1] is None else b[1] for b in model.bounds])
+    for _ in range(n - 1):
+        x = starts[0].copy()
+        for i, name in enumerate(model.parameter_names):
+            kind = name.rsplit(":", 1)[1]
+            if kind.endswith(".phase"):
+                x[i] = rng.uniform(-np.pi, np.pi)
+            elif kind.endswith(".mag"):
+                x[i] = max(abs(x[i]), 0.05) * np.exp(rng.uniform(-1.0, 1.0))
+            else:
+                x[i] = x[i] * (1.0 + rng.uniform(-0.1, 0.1))
+        starts.append(np.clip(x, lo + 1e-9 * np.abs(lo), hi - 1e-9 * np.abs(hi)))
+    return starts
+
+
+def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(), *,
+        problem: FitProblem | None = None, x0: np.ndarray | None = None,
+        minimizer: Minimizer | None = None) -> FitResult:
+    """Fit ``model`` to ``data`` with ``mc`` as normalisation sample.
+
+    Args:
+        model: the model (its card gives start values and floating parameters).
+        data: data events (weights allowed, e.g. background-subtracted).
+        mc: detector-level phase-space MC (weights allowed, e.g. reweighted flow MC).
+        config: fit options.
+        problem: a prebuilt :class:`FitProblem` (skips the precomputation).
+        x0: start values (default: the card's).
+        minimizer: a prebuilt :class:`Minimizer` for this problem and config.
+
+    Returns:
+        :class:`FitResult`.
+
+    Raises:
+        FitError: when the fit cannot start (bad input) or every start fails.
+    """
+    t0 = time.perf_counter()
+    problem = problem or FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels)
+    x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
+    if model.n_free == 0:
+        raise FitError(f"{model.card.source}: the model has no free parameter")
+    mz = minimizer or Minimizer(problem.objective(config), model.n_free, model.bounds)
+    starts = random_starts(model, x0, max(config.starts, 1), config.seed)
+    best, distinct = mz.multi_start(starts, optimizer=config.optimizer, max_iter=config.max_iter,
+                                    edm_tolerance=config.edm_tolerance)
+    return summarise(problem, best, distinct, config, time.perf_counter() - t0)
+
+
+def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[MinimizeResult],
+              config: FitConfig, wall: float) -> FitResult:
+    """FitResult from a minimisation: covariance, fractions with errors, NLL."""
+    model = problem.model
+    cov = best.covariance
+    if problem.weighted_data:
+        cov = problem.sandwich_covariance(best.x, best.covariance)
+    errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    F, Fcov, _ = propagate(problem.fractions, best.x, cov)
+    n = len(model.resonance_names)
+    F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
+    sf, sfcov, _ = propagate(lambda p: jnp.trace(problem.fractions(p)), best.x, cov)
+    nll = float(jax.jit(problem.nll)(jnp.asarray(best.x)))
+    return FitResult(
+        model_source=str(model.card.source), parameter_names=tuple(model.parameter_names),
+        resonance_names=tuple(model.resonance_names), values=best.x, errors=errors,
+        covariance=cov, nll=nll, objective=best.fun, converged=best.converged, edm=best.edm,
+        hessian_eigenvalues=best.hessian_eigenvalues, message=best.message,
+        optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
+        sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F),
+        fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(sfcov[0, 0])),
+        sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
+        wall_time=wall, config=config, at_limit=best.at_limit)
+
+
+@dataclass(frozen=True)
+class Significance:
+    """Significance of one resonance from a refit without it (Wilks)."""
+
+    resonance: str
+    delta_nll: float
+    n_parameters: int
+    p_value: float
+    sigma: float
+    converged: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def significance_from_delta_nll(delta_nll: float, n_parameters: int) -> tuple[float, float]:
+    """(p-value, Z) for a likelihood-ratio test with n_parameters degrees of freedom.
+
+    p = P(chi2_k > 2 Delta NLL); Z = Phi^-1(1 - p/2) (two-sided convention,
+    so that for one parameter Z = sqrt(2 Delta NLL)).
+    """
+    q = max(2.0 * delta_nll, 0.0)
+    p = float(stats.chi2.sf(q, n_parameters))
+    z = float(stats.norm.isf(p / 2.0)) if p > 0 else float("inf")
+    return p, z
+
+
+def significances(model: Model, data: Events, mc: Events, result: FitResult,
+                  config: FitConfig = FitConfig(), names: Sequence[str] | None = None,
+                  progress=None) -> list[Significance]:
+    """Refit without each resonance (from the fitted values) and convert Delta NLL to sigma.
+
+    Constraint and LASSO terms are switched off in the refits: the test
+    compares plain NLLs, so ``result`` must be a plain-NLL fit as well.
+    """
+    if config.sf_lambda or config.lasso:
+        raise FitError("significance needs a plain-NLL fit: switch off --sf-lambda and --lasso")
+    fitted = Model.from_card(model.card_at(result.values))
+    out = []
+    for name in names or model.resonance_names:
+        reduced = fitted.without(name)
+        res = fit(reduced, data, mc, replace(config, starts=1))
+        dnll = res.nll - result.nll
+        k = model.n_free - reduced.n_free
+        p, z = significance_from_delta_nll(dnll, k)
+        out.append(Significance(name, dnll, k, p, z, res.converged))
+        if progress:
+            progress(name)
+    return out

@@ -1,0 +1,83 @@
+"""Model cards: shipped cards load; bad cards fail with the file and the field named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pwa import Model, ModelCardError, load_model_card
+
+GOOD = {
+    "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
+    "resonances": [
+        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
+         "float": ["mass", "width"], "bounds": {"mass": [1.45, 1.6]},
+         "couplings": {0: [1.0, 0.0], 1: [0.8, 1.2], 2: [0.4, -0.6]}},
+        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
+         "couplings": {0: [0.5, 0.3]}},
+    ],
+    "reference": "f2'(1525)",
+}
+
+
+def write(tmp_path, card):
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("name", ["r0.yaml", "r0_plus4.yaml"])
+def test_shipped_cards_load(name):
+    model = Model.from_card(load_model_card(Path("models") / name))
+    assert model.card.reference == "f0(980)"
+    assert len(model.resonance_names) == (6 if name == "r0.yaml" else 10)
+    assert all(p.endswith((".mag", ".phase")) for p in model.parameter_names)
+
+
+def test_parameters_and_bounds(tmp_path):
+    model = Model.from_card(load_model_card(write(tmp_path, GOOD)))
+    assert model.parameter_names == (
+        "f2'(1525):c1.mag", "f2'(1525):c1.phase", "f2'(1525):c2.mag", "f2'(1525):c2.phase",
+        "f2'(1525):mass", "f2'(1525):width", "f0(980):c0.mag", "f0(980):c0.phase")
+    assert model.bounds[4] == (1.45, 1.6) and model.bounds[0] == (0.0, None) and model.bounds[1] == (None, None)
+    assert list(model.initial_values()) == [0.8, 1.2, 0.4, -0.6, 1.5223, 0.0858, 0.5, 0.3]
+    assert Model.from_card(model.card_at(model.initial_values())).parameter_names == model.parameter_names
+
+
+def _with(resonance_changes=None, **top):
+    card = yaml.safe_load(yaml.safe_dump(GOOD, sort_keys=False))
+    card.update(top)
+    if resonance_changes:
+        card["resonances"][0].update(resonance_changes)
+    return card
+
+
+@pytest.mark.parametrize("card, field, words", [
+    (_with({"spin": 3}), "resonances[0] (f2'(1525)).spin", "spin 3 is not allowed"),
+    (_with({"couplings": {0: [1.0, 0.0], 3: [1.0, 0.0]}}), "resonances[0] (f2'(1525))", "helicity lambda_R = 3"),
+    (_with({"spin": 0}), "resonances[0] (f2'(1525))", "helicity lambda_R = 1 is not allowed for spin 0"),
+    (_with({"lineshape": {"type": "Gauss", "mass": 1.5}}), "lineshape", "not a known lineshape"),
+    (_with({"lineshape": {"type": "BW", "mass": 1.5}}), "lineshape", "needs parameter 'width'"),
+    (_with({"lineshape": {"type": "BW", "mass": 0.9, "width": 0.1}, "bounds": {}}), "lineshape", "threshold"),
+    (_with({"float": ["radius", "g_pipi"]}), "resonances[0]", "'g_pipi' is not a parameter"),
+    (_with({"couplings": {0: [-1.0, 0.0]}}), "couplings", "must be >= 0"),
+    (_with(reference="f2(1270)"), "reference", "not one of the resonances"),
+    (_with(reaction={"final_state": {"gamma": "gamma", "KS1": "K_S0", "KS2": "K_S0"}}), "reaction",
+     "symmetrised amplitude"),
+    (_with({"bounds": {"mass": [1.6, 1.7]}}), "resonances[0]", "must lie inside"),
+])
+def test_bad_cards_name_file_and_field(tmp_path, card, field, words):
+    path = write(tmp_path, card)
+    with pytest.raises(ModelCardError) as err:
+        load_model_card(path)
+    msg = str(err.value)
+    assert str(path) in msg and field in msg and words in msg, msg
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ModelCardError, match="no such model card"):
+        load_model_card(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resonances: [\n")
+    with pytest.raises(ModelCardError, match="not valid YAML"):
+        load_model_card(bad)
