@@ -241,7 +241,8 @@ class Model:
 
     # --- build once ----------------------------------------------------------
 
-    def precompute(self, events: Events, *, normalisation_matrix: bool = False) -> Cache:
+    def precompute(self, events: Events, *, normalisation_matrix: bool = False,
+                   fold_lineshapes: bool | None = None) -> Cache:
         """Per-event arrays that do not depend on the parameters (built once).
 
         Args:
@@ -250,28 +251,42 @@ class Model:
                 per-term products (see :meth:`term_integrals`), so that the
                 normalisation becomes the quadratic form c^H M c. Only
                 possible when no lineshape parameter floats.
+            fold_lineshapes: multiply the (fixed) lineshapes into the stored
+                angular factors, G_ks = F_R(k)(m) Ang_ks, so that a call only
+                forms sum_k c_k G_ks: the minimal work per event. Default: yes
+                when no lineshape parameter floats.
 
         Returns:
             dict with ``m`` (n,), ``weights`` (n,), ``ang_re``/``ang_im``
-            (n_terms, 4, n) and, if asked, ``norm_re``/``norm_im``
-            (n_terms, n_terms); all jnp float64.
+            (n_terms, 4, n) (with lineshapes folded in if ``folded`` is a key)
+            and, if asked, ``norm_re``/``norm_im`` (n_terms, n_terms); all jnp
+            float64.
         """
         require_x64()
         if events.reaction != self.reaction:
             raise ValueError(f"events of {events.reaction} do not match the model's {self.reaction}")
+        fixed = not self.floating_lineshapes
+        if fold_lineshapes is None:
+            fold_lineshapes = fixed
+        if (fold_lineshapes or normalisation_matrix) and not fixed:
+            raise ValueError("folded lineshapes and a fixed normalisation matrix need fixed "
+                             "lineshapes, but some lineshape parameters float")
         hv = events.helicity_variables
         ang = angular_factors(hv, tuple((self.spins[i], lr) for i, lr in self.terms))
+        if fold_lineshapes:
+            # jit: one compiled program instead of an op-by-op dispatch of every lineshape.
+            F = np.asarray(jax.jit(self._term_lineshapes)(jnp.asarray(self._template), jnp.asarray(hv[:, 0])))
+            ang *= F[:, None, :]
         cache = {
             "m": jnp.asarray(hv[:, 0]),
             "weights": jnp.asarray(events.weight_array),
             "ang_re": jnp.asarray(ang.real),
             "ang_im": jnp.asarray(ang.imag),
         }
+        if fold_lineshapes:
+            cache["folded"] = jnp.zeros(())
         if normalisation_matrix:
-            if self.floating_lineshapes:
-                raise ValueError("a fixed normalisation matrix needs fixed lineshapes, but some "
-                                 "lineshape parameters float")
-            M = self._term_integrals(jnp.asarray(self._template), cache)
+            M = jax.jit(self._term_integrals)(jnp.asarray(self._template), cache)
             cache["norm_re"], cache["norm_im"] = jnp.real(M), jnp.imag(M)
         return cache
 
@@ -309,7 +324,16 @@ class Model:
         """Real and imaginary parts of A_{M,lg}(x), each (4, n), spin states in SPIN_STATES order."""
         require_x64()
         full = self.full_parameters(p)
-        a = self._couplings_full(full)[:, None] * self._term_lineshapes(full, cache["m"])
+        c = self._couplings_full(full)
+        if "folded" in cache:
+            # Lineshapes already in the cache: A_s = sum_k c_k G_ks, a (4n x K) by K product.
+            a_re, a_im = jnp.real(c), jnp.imag(c)
+            A_re = (jnp.einsum("k,ksn->sn", a_re, cache["ang_re"])
+                    - jnp.einsum("k,ksn->sn", a_im, cache["ang_im"]))
+            A_im = (jnp.einsum("k,ksn->sn", a_re, cache["ang_im"])
+                    + jnp.einsum("k,ksn->sn", a_im, cache["ang_re"]))
+            return A_re, A_im
+        a = c[:, None] * self._term_lineshapes(full, cache["m"])
         a_re, a_im = jnp.real(a), jnp.imag(a)
         # Real arithmetic on the split arrays: no complex copy of the cache per call.
         A_re = (jnp.einsum("kn,ksn->sn", a_re, cache["ang_re"])
@@ -324,7 +348,9 @@ class Model:
         return jnp.sum(A_re**2 + A_im**2, axis=0)
 
     def _term_integrals(self, full: jnp.ndarray, cache: Cache) -> jnp.ndarray:
-        G = self._term_lineshapes(full, cache["m"])[:, None, :] * (cache["ang_re"] + 1j * cache["ang_im"])
+        G = cache["ang_re"] + 1j * cache["ang_im"]
+        if "folded" not in cache:
+            G = self._term_lineshapes(full, cache["m"])[:, None, :] * G
         w = cache["weights"]
         return jnp.einsum("ksn,lsn,n->kl", jnp.conj(G), G, w) / jnp.sum(w)
 

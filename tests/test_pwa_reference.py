@@ -43,7 +43,7 @@ def reference():
                        for lr, (mag, phase) in r["couplings_used_for_intensity_total"].items()}}
         for name, r in info["resonances"].items()]
     model = Model.from_card({"resonances": resonances, "reference": resonances[0]["name"]})
-    return model, model.precompute(events), dict(z)
+    return model, model.precompute(events, fold_lineshapes=False), dict(z)
 
 
 def test_each_component_to_1e13(reference):
@@ -65,8 +65,13 @@ def test_each_component_to_1e13(reference):
     assert checked == 11
 
 
-def test_total_with_coupling_mapping(reference):
+@pytest.mark.parametrize("folded", [False, True])
+def test_total_with_coupling_mapping(reference, folded):
     model, cache, z = reference
+    if folded:  # lineshapes multiplied into the cache: the fast path of fixed-lineshape fits
+        events = Events(np.stack([z["p_gamma"], z["p_kp"], z["p_km"]], axis=1))
+        cache = model.precompute(events, fold_lineshapes=True)
+        assert "folded" in cache
     ours = np.asarray(model.intensity(jnp.asarray(model.initial_values()), cache))
     rel = np.abs(ours / z["intensity_total"] - 1.0)
     assert rel.max() < 1e-12
