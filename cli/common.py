@@ -24,7 +24,7 @@ def _domain_errors() -> tuple[type[BaseException], ...]:
 
     errors += [EventFileError, DetectorCardError]
     for mod, names in (("pwa.errors", ("ModelCardError", "FitError")),
-                       ("fastsim.errors", ("CheckpointError",))):
+                       ("fastsim.errors", ("CheckpointError", "TrainingError"))):
         try:
             m = __import__(mod, fromlist=list(names))
         except ImportError:

@@ -48,5 +48,211 @@ def generate(
     typer.echo(f"throughput: {writer.n_written / dt:,.0f} accepted events/s ({dt:.2f} s)")
 
 
+def _parse_hp(items: list[str]) -> dict:
+    """``key=value`` strings -> dict of ints/floats."""
+    from .common import UserError
+
+    out: dict = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise UserError(f"--hp expects key=value, got {item!r}")
+        try:
+            out[key] = int(val)
+        except ValueError:
+            try:
+                out[key] = float(val)
+            except ValueError:
+                raise UserError(f"--hp {key}: {val!r} is not a number") from None
+    return out
+
+
+def _train_errors(fn):
+    """TrainingError is a user error (bad resume, diverging loss): one red line, exit 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from fastsim.errors import TrainingError
+
+        from .common import UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except TrainingError as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+@app.command()
+@handle_errors
+@_train_errors
+def train(
+    mc: Path = typer.Option(..., "--mc", help="Detector-level MC event file to learn."),
+    out: Path = typer.Option(..., "--out", help="Model checkpoint to write (.pt), updated every epoch."),
+    kind: str = typer.Option("flow", "--kind", help="Generator: 'flow' (spline flow) or 'vae'."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum number of epochs."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    seed: int = seed_option(),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint at --out."),
+    detector: str = typer.Option("default", "--detector",
+                                 help="Detector card the MC was made with (recorded in the checkpoint)."),
+    batch_size: int = typer.Option(2048, "--batch-size", min=1),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine decay)."),
+    patience: int = typer.Option(5, "--patience", min=1, help="Early-stopping patience in epochs."),
+    max_minutes: float = typer.Option(0.0, "--max-minutes", help="Wall-clock budget (0: none)."),
+    hp: list[str] = typer.Option([], "--hp", help="Model hyperparameter key=value (repeatable)."),
+) -> None:
+    """Train a fast simulator (flow or VAE) on detector-level MC."""
+    from fastsim.events import JPSI_GAMMA_KK, load_detector_card, read_events
+
+    from .common import UserError
+
+    if kind not in ("flow", "vae"):
+        raise UserError(f"--kind must be flow or vae, got {kind!r}")
+    from fastsim.checkpoint import file_fingerprint, load_checkpoint, package_versions
+    from fastsim.coords import CoordinateMap
+    from fastsim.errors import TrainingError
+    from fastsim.generator import resolve_device
+    from fastsim.training import TrainConfig, fit, plot_training_curve
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    card = load_detector_card(detector)
+    events = read_events(mc)
+    coords = CoordinateMap.for_reaction(JPSI_GAMMA_KK)
+    u = coords.to_unit(events.helicity_variables)
+    fingerprint = dict(file_fingerprint(mc), n_events=len(events))
+    resume_state = None
+    if resume:
+        ck = load_checkpoint(out)
+        if ck.get("training") is None:
+            raise TrainingError(f"{out}: the checkpoint holds no training state to resume from")
+        if ck.get("training_file", {}).get("sha256") != fingerprint["sha256"]:
+            raise TrainingError(f"{out}: was trained on another file than {mc} (sha256 differs)")
+        cfg = dict(ck["training"]["config"])
+        if cfg["kind"] != kind:
+            raise TrainingError(f"{out}: holds a {cfg['kind']} model, not a {kind}")
+        config = TrainConfig(**cfg)
+        resume_state = ck["training"]
+        if resume_state["finished"]:
+            typer.echo(f"training in {out} already finished ({resume_state['stop_reason']} after epoch "
+                       f"{resume_state['epoch']}); nothing to resume")
+            return
+    else:
+        config = TrainConfig(kind=kind, hyperparameters=_parse_hp(hp), epochs=epochs, batch_size=batch_size,
+                             learning_rate=lr, patience=patience, max_minutes=max_minutes, seed=seed)
+    metadata = {"coordinates": coords.to_dict(), "reaction": JPSI_GAMMA_KK.to_dict(),
+                "detector": None if card is None else card.model_dump(), "detector_spec": detector,
+                "training_file": fingerprint, "versions": package_versions(), "validation": None}
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    typer.echo(f"training a {kind} on {len(events)} events from {mc} (device {dev}, seed {config.seed})")
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("train {task.fields[train]}  val {task.fields[val]}  best@{task.fields[best]}"),
+                   TimeElapsedColumn(), console=Console(stderr=True))
+    with bar:
+        task = bar.add_task("epoch 1", total=None, train="-", val="-", best="-")
+
+        def on_batch(info: dict) -> None:
+            bar.update(task, description=f"epoch {info['epoch']}/{config.epochs}",
+                       total=info["n_batches"], completed=info["batch"], train=f"{info['loss']:.4f}")
+
+        def on_epoch(rec: dict) -> None:
+            bar.update(task, val=f"{rec['val_loss']:.4f}", best=str(rec["best_epoch"]))
+            bar.console.print(f"epoch {rec['epoch']:3d}  train {rec['train_loss']:.5f}  "
+                              f"val {rec['val_loss']:.5f}  lr {rec['lr']:.2e}  ({rec['epoch_s']:.0f} s)")
+
+        result = fit(u, config, checkpoint=out, metadata=metadata, resume=resume_state, device=dev,
+                     on_batch=on_batch, on_epoch=on_epoch)
+    png = plot_training_curve(result["history"], out.with_name(out.stem + "_training.png"),
+                              f"{kind} on {mc.name}")
+    typer.echo(f"stopped: {result['stop_reason']}; best epoch {result['best_epoch']} "
+               f"(validation loss {result['best_val']:.5f}); {result['elapsed_s']:.0f} s of training")
+    typer.echo(f"wrote {out} and {png}")
+
+
+@app.command()
+@handle_errors
+def sample(
+    model: Path = typer.Option(..., "--model", help="Trained model checkpoint (.pt)."),
+    n: int = typer.Option(..., "--n", min=1, help="Number of events."),
+    out: Path = typer.Option(..., "--out", help="Output event file (.parquet, .root or .npz)."),
+    seed: int = seed_option(),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    chunk_size: int = typer.Option(500_000, "--chunk-size", min=1000, help="Events per chunk."),
+) -> None:
+    """Sample events from a trained fast simulator, in chunks."""
+    from fastsim.checkpoint import load_simulator
+    from fastsim.events import EventWriter, Events
+
+    from .common import UserError
+
+    try:
+        sim = load_simulator(model, device=device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    t0 = time.perf_counter()
+    t_model = 0.0
+    with EventWriter(out, sim.reaction) as writer, progress_bar() as bar:
+        task = bar.add_task(f"{sim.kind} sampling", total=n)
+        it = sim.iter_sample_hv(n, seed=seed, chunk_size=chunk_size)
+        while True:
+            t1 = time.perf_counter()
+            hv = next(it, None)
+            t_model += time.perf_counter() - t1
+            if hv is None:
+                break
+            writer.write(Events.from_helicity_variables(hv, sim.reaction))
+            bar.advance(task, len(hv))
+    dt = time.perf_counter() - t0
+    typer.echo(f"wrote {writer.n_written} events to {out}")
+    typer.echo(f"throughput: {n / dt:,.0f} events/s end to end ({dt:.2f} s, four-momenta and file "
+               f"included); model sampling alone {n / t_model:,.0f} events/s")
+
+
+@app.command()
+@handle_errors
+def validate(
+    model: Path = typer.Option(..., "--model", help="Trained model checkpoint (.pt)."),
+    reference: Path = typer.Option(..., "--reference", help="Held-out reference MC event file."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json and plots."),
+    seed: int = seed_option(12345),
+    n_model: int = typer.Option(0, "--n-model", min=0, help="Model events (0: as many as reference)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    record: bool = typer.Option(True, "--record/--no-record",
+                                help="Store the summary metrics in the checkpoint."),
+) -> None:
+    """Compare a fast simulator with held-out reference MC (classifier AUC, chi2, moments)."""
+    from fastsim.checkpoint import load_simulator, update_checkpoint
+    from fastsim.events import read_events
+    from fastsim.validation import validate_simulator
+
+    sim = load_simulator(model, device=device)
+    ref = read_events(reference, sim.reaction)
+    metrics = validate_simulator(sim, ref.helicity_variables, out, n_model=n_model or None, seed=seed)
+    auc = metrics["classifier_test"]
+    typer.echo(f"{sim.kind}: classifier AUC = {auc['auc']:.4f} +- {auc['auc_error']:.4f} "
+               f"(target <= 0.55: {'met' if metrics['targets']['auc_met'] else 'NOT met'})")
+    for name, v in metrics["chi2_per_coordinate"].items():
+        typer.echo(f"  chi2/ndf {name:12s} {v['chi2']:8.1f} / {v['ndf']:3d} = {v['chi2_ndf']:.2f}")
+    typer.echo(f"  max chi2/ndf over pairs: {metrics['max_chi2_ndf_pair']:.2f}")
+    ms = metrics["moments"]["summary"]
+    typer.echo(f"  moments: chi2 {ms['chi2_overall']:.1f} for {ms['n_overall']} (max |pull| "
+               f"{ms['max_abs_pull_overall']:.1f}); m-binned chi2 {ms['chi2_m_binned']:.1f} for "
+               f"{ms['n_m_binned']} (max |pull| {ms['max_abs_pull_m_binned']:.1f})")
+    if record:
+        summary = {"reference": str(reference), "n_reference": len(ref), "auc": auc["auc"],
+                   "auc_error": auc["auc_error"],
+                   "chi2_ndf_per_coordinate": {k: v["chi2_ndf"] for k, v in metrics["chi2_per_coordinate"].items()},
+                   "max_chi2_ndf_pair": metrics["max_chi2_ndf_pair"], "moments": ms}
+        update_checkpoint(model, validation=summary)
+    typer.echo(f"wrote {out / 'metrics.json'}")
+
+
 def main() -> None:
     app()

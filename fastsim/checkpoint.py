@@ -1,0 +1,161 @@
+"""Checkpoints: one ``torch.save`` file per model, validated when loaded.
+
+A checkpoint is a plain dictionary (loaded with ``weights_only=True``, so no
+code runs on load) holding
+
+* ``format`` = ``"fastsim-checkpoint"`` and ``format_version``;
+* ``kind`` ('flow' or 'vae') and ``hyperparameters``;
+* ``coordinates`` (the :class:`~fastsim.coords.CoordinateMap`), ``reaction``,
+  ``detector`` (the card the training MC was made with);
+* ``training_file`` (path, sha256, number of events), ``versions`` of the packages;
+* ``model_state``: the weights of the best epoch;
+* ``training``: the state that ``--resume`` continues from (current weights,
+  optimiser, scheduler, history, early-stopping counters, RNG state);
+* ``validation``: metrics of ``fastsim validate`` (or None).
+
+Every write is atomic, so an interrupted save never leaves a truncated file
+under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+from fastsim.events import JPSI_GAMMA_KK, Reaction, atomic_path
+
+from .coords import CoordinateMap
+from .errors import CheckpointError
+
+FORMAT = "fastsim-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("kind", "hyperparameters", "coordinates", "reaction", "model_state")
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """sha256 and size of a file (identifies the training sample)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(path), "sha256": h.hexdigest(), "bytes": path.stat().st_size}
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("pwa-fastsim", "torch", "normflows", "numpy", "scipy", "scikit-learn"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
+    """Write a checkpoint dictionary atomically (format keys are added)."""
+    import torch
+
+    missing = [k for k in REQUIRED if k not in payload]
+    if missing:
+        raise ValueError(f"checkpoint payload lacks {', '.join(missing)}")
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(data, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = JPSI_GAMMA_KK) -> dict:
+    """Read and validate a checkpoint.
+
+    Args:
+        path: the ``.pt`` file.
+        reaction: the reaction the caller works with; a checkpoint made for
+            another one is refused. None skips the check.
+
+    Raises:
+        CheckpointError: missing file, unreadable or truncated file, a torch
+            file that is not a fastsim checkpoint, a newer format, missing
+            fields, another reaction or an inconsistent coordinate mapping.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and EOF errors of every kind
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable model checkpoint (truncated, corrupted or "
+                              f"not written by torch.save; {reason})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a torch file, but not a fastsim model checkpoint "
+                              f"(no format = {FORMAT!r}); train one with `fastsim train`")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported "
+                              f"(this fastsim reads up to {FORMAT_VERSION})")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks the field(s) {', '.join(missing)}")
+    try:
+        ck_reaction = Reaction.from_final_state(data["reaction"]["final_state"], data["reaction"]["parent"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: field reaction is invalid ({exc})") from None
+    if reaction is not None and (ck_reaction.parent, ck_reaction.particles) != (reaction.parent, reaction.particles):
+        raise CheckpointError(
+            f"{path}: the model was trained for {ck_reaction.parent} -> {' '.join(ck_reaction.particles)}, "
+            f"not for {reaction.parent} -> {' '.join(reaction.particles)}")
+    try:
+        coords = CoordinateMap.from_dict(data["coordinates"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: field coordinates is invalid ({exc})") from None
+    expected = CoordinateMap.for_reaction(ck_reaction)
+    if abs(coords.m_min - expected.m_min) > 1e-9 or abs(coords.m_max - expected.m_max) > 1e-9:
+        raise CheckpointError(f"{path}: coordinate range m in [{coords.m_min}, {coords.m_max}] GeV does not "
+                              f"match the kinematic range of the reaction [{expected.m_min}, {expected.m_max}]")
+    data["_reaction"] = ck_reaction
+    data["_coords"] = coords
+    data["_path"] = str(path)
+    return data
+
+
+def simulator_from_checkpoint(data: dict, device: str = "cpu", *, state: str = "model_state"):
+    """A :class:`~fastsim.generator.FastSimulator` from a loaded checkpoint dictionary."""
+    from .generator import FastSimulator, build_model, resolve_device
+
+    path = data.get("_path", "checkpoint")
+    try:
+        model = build_model(data["kind"], data["hyperparameters"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: cannot build a {data['kind']!r} model from the stored "
+                              f"hyperparameters ({exc})") from None
+    try:
+        model.load_state_dict(data[state])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: stored weights do not fit the {data['kind']} model ({first})") from None
+    meta = {k: v for k, v in data.items() if k not in ("model_state", "training") and not k.startswith("_")}
+    sim = FastSimulator(model, data["_coords"], data["_reaction"], meta)
+    return sim.to(resolve_device(device))
+
+
+def load_simulator(path: str | os.PathLike, device: str = "cpu",
+                   reaction: Reaction | None = JPSI_GAMMA_KK):
+    """Load a trained generator from a checkpoint file (validated)."""
+    return simulator_from_checkpoint(load_checkpoint(path, reaction), device)
+
+
+def update_checkpoint(path: str | os.PathLike, **fields) -> None:
+    """Rewrite a checkpoint with some top-level fields replaced (e.g. ``validation``)."""
+    data = load_checkpoint(path, reaction=None)
+    for k in [k for k in data if k.startswith("_") or k in ("format", "format_version")]:
+        del data[k]
+    data.update(fields)
+    save_checkpoint(path, data)

@@ -1,0 +1,164 @@
+"""The common face of every learned generator: a :class:`FastSimulator`.
+
+A fast simulator couples a density model on the unit box (a
+:class:`~fastsim.flow.SplineFlow` or a :class:`~fastsim.vae.VAE`) with the
+:class:`~fastsim.coords.CoordinateMap` and the reaction, and offers
+
+* ``sample(n, seed) -> Events`` / ``iter_sample`` (chunks, bounded memory),
+* ``log_prob(hv) -> (n,)`` the log density in the physical helicity variables
+  (m in GeV, cosines, azimuths in rad), float64, every Jacobian included.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastsim.events import JPSI_GAMMA_KK, Events, Reaction
+
+from .coords import CoordinateMap
+
+DEFAULT_CHUNK = 500_000
+
+
+class UnitBoxModel(Protocol):
+    """What a generator model provides (torch module on [0, 1]^5)."""
+
+    kind: str
+    hyperparameters: dict
+
+    def log_prob_unit(self, u: torch.Tensor) -> torch.Tensor: ...
+    def sample_unit(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def loss(self, u: torch.Tensor) -> torch.Tensor: ...
+
+
+def model_registry() -> dict[str, type[nn.Module]]:
+    """Model kinds by name."""
+    from .flow import SplineFlow
+    from .vae import VAE
+
+    return {"flow": SplineFlow, "vae": VAE}
+
+
+def build_model(kind: str, hyperparameters: dict | None = None) -> nn.Module:
+    """A fresh model of ``kind`` ('flow' or 'vae') with the given hyperparameters."""
+    reg = model_registry()
+    if kind not in reg:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(reg)}")
+    hp = dict(hyperparameters or {})
+    if "circular" in hp:
+        hp["circular"] = tuple(hp["circular"])
+    return reg[kind](**hp)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA device is available")
+    return torch.device(device)
+
+
+class FastSimulator:
+    """A trained generator of detector-level events.
+
+    Args:
+        model: a unit-box model (``SplineFlow`` or ``VAE``).
+        coords: mapping of the helicity variables onto the unit box.
+        reaction: the reaction (masses, column prefixes).
+        metadata: checkpoint metadata (detector card, training file, metrics).
+    """
+
+    def __init__(self, model: nn.Module, coords: CoordinateMap | None = None,
+                 reaction: Reaction = JPSI_GAMMA_KK, metadata: dict | None = None) -> None:
+        self.model = model.eval()
+        self.reaction = reaction
+        self.coords = coords or CoordinateMap.for_reaction(reaction)
+        self.metadata = dict(metadata or {})
+        self._model64: nn.Module | None = None
+
+    def __repr__(self) -> str:
+        return (f"FastSimulator(kind={self.kind!r}, {self.model.hyperparameters}, "
+                f"device={self.device}, reaction={' '.join(self.reaction.particles)})")
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "FastSimulator":
+        self.model.to(device)
+        self._model64 = None
+        return self
+
+    # -- sampling ----------------------------------------------------------
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    @torch.no_grad()
+    def iter_sample_hv(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+        """Yield (k, 5) float64 helicity-variable chunks, n rows in all.
+
+        The same seed and chunk size give the same numbers.
+        """
+        if n <= 0:
+            raise ValueError(f"number of events must be positive, got {n}")
+        gen = self._generator(seed)
+        done = 0
+        while done < n:
+            k = min(chunk_size, n - done)
+            u = self.model.sample_unit(k, gen)
+            yield self.coords.from_unit(u.double().cpu().numpy())
+            done += k
+
+    def iter_sample(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[Events]:
+        """Yield chunks of :class:`Events` (four-momenta), n events in all."""
+        for hv in self.iter_sample_hv(n, seed, chunk_size):
+            yield Events.from_helicity_variables(hv, self.reaction)
+
+    def sample_hv(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
+        """(n, 5) helicity variables."""
+        return np.concatenate(list(self.iter_sample_hv(n, seed, chunk_size)))
+
+    def sample(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Events:
+        """n events in memory."""
+        return Events.concatenate(list(self.iter_sample(n, seed, chunk_size)))
+
+    # -- density -------------------------------------------------------------
+    def _double_model(self) -> nn.Module:
+        if self._model64 is None:
+            self._model64 = copy.deepcopy(self.model).double().eval()
+        return self._model64
+
+    @torch.no_grad()
+    def log_prob(self, hv: np.ndarray, *, float64: bool = True, seed: int = 0,
+                 chunk_size: int = 100_000) -> np.ndarray:
+        """log density (n,) in the physical helicity variables (1/GeV/rad^2).
+
+        -inf outside the physical region. Evaluated in float64 by default. For
+        the VAE the density is an importance-sampling estimate (seeded).
+        """
+        hv = np.asarray(hv, dtype=np.float64)
+        inside = self.coords.inside(hv)
+        u = self.coords.to_unit(np.where(inside[:, None], hv, self.coords.from_unit(np.full_like(hv, 0.5))))
+        model = self._double_model() if float64 else self.model
+        dtype = torch.float64 if float64 else torch.float32
+        out = np.empty(len(hv))
+        kwargs = {}
+        if self.kind == "vae":
+            kwargs["generator"] = self._generator(seed)
+        for s in range(0, len(hv), chunk_size):
+            t = torch.as_tensor(u[s:s + chunk_size], dtype=dtype, device=self.device)
+            out[s:s + chunk_size] = model.log_prob_unit(t, **kwargs).double().cpu().numpy()
+        out += self.coords.log_jacobian
+        out[~inside] = -np.inf
+        return out
