@@ -221,6 +221,11 @@ class FitProblem:
         return cls(model, data_cache, mc_cache, gen_cache, len(data), len(mc), float(w.sum()),
                    bool(np.any(w != 1.0)))
 
+    @property
+    def caches(self) -> tuple[dict, dict, dict]:
+        """(data, mc, gen) caches: the arguments of :meth:`objective`'s function."""
+        return self.data_cache, self.mc_cache, self.gen_cache
+
     def nll(self, p: jnp.ndarray) -> jnp.ndarray:
         return self.model.nll(p, self.data_cache, self.mc_cache)
 
@@ -228,13 +233,18 @@ class FitProblem:
         return self.model.fit_fractions(p, self.gen_cache)
 
     def objective(self, config: FitConfig):
-        """NLL~ of the config as a pure function of p."""
-        W = self.sum_data_weights
+        """NLL~ of the config as a pure function ``f(p, data_cache, mc_cache, gen_cache)``.
 
-        def f(p):
-            val = self.nll(p)
+        The caches are arguments, not closure constants, so that compiled
+        programs stay small and are reused (call it with ``*self.caches``).
+        """
+        W = self.sum_data_weights
+        model = self.model
+
+        def f(p, data_cache, mc_cache, gen_cache):
+            val = model.nll(p, data_cache, mc_cache)
             if config.sf_lambda or config.lasso:
-                F = self.fractions(p)
+                F = model.fit_fractions(p, gen_cache)
                 if config.sf_lambda:
                     val = val + config.sf_lambda * W * (config.sf_target - jnp.trace(F)) ** 2
                 if config.lasso:
@@ -242,6 +252,10 @@ class FitProblem:
             return val
 
         return f
+
+    def minimizer(self, config: FitConfig) -> Minimizer:
+        """A compiled minimiser of the config's objective on this problem."""
+        return Minimizer(self.objective(config), self.model.n_free, self.model.bounds, args=self.caches)
 
     def sandwich_covariance(self, p: np.ndarray, hessian_inverse: np.ndarray) -> np.ndarray:
         """H^-1 C H^-1 with C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)."""
@@ -301,7 +315,7 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
     if model.n_free == 0:
         raise FitError(f"{model.card.source}: the model has no free parameter")
-    mz = minimizer or Minimizer(problem.objective(config), model.n_free, model.bounds)
+    mz = minimizer or problem.minimizer(config)
     starts = random_starts(model, x0, max(config.starts, 1), config.seed)
     best, distinct = mz.multi_start(starts, optimizer=config.optimizer, max_iter=config.max_iter,
                                     edm_tolerance=config.edm_tolerance)
@@ -316,11 +330,14 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
     if problem.weighted_data:
         cov = problem.sandwich_covariance(best.x, best.covariance)
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    F, Fcov, _ = propagate(problem.fractions, best.x, cov)
+    gen = problem.gen_cache
+    F, Fcov, _ = propagate(lambda p: model.fit_fractions(p, gen), best.x, cov)
     n = len(model.resonance_names)
     F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
-    sf, sfcov, _ = propagate(lambda p: jnp.trace(problem.fractions(p)), best.x, cov)
-    nll = float(jax.jit(problem.nll)(jnp.asarray(best.x)))
+    sf = np.trace(F)
+    diag = np.arange(n) * (n + 1)  # flat indices of F_RR
+    sf_var = Fcov[np.ix_(diag, diag)].sum()
+    nll = float(jax.jit(model.nll)(jnp.asarray(best.x), problem.data_cache, problem.mc_cache))
     return FitResult(
         model_source=str(model.card.source), parameter_names=tuple(model.parameter_names),
         resonance_names=tuple(model.resonance_names), values=best.x, errors=errors,
@@ -328,7 +345,7 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
         hessian_eigenvalues=best.hessian_eigenvalues, message=best.message,
         optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
         sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F),
-        fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(sfcov[0, 0])),
+        fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(max(sf_var, 0.0))),
         sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
         wall_time=wall, config=config, at_limit=best.at_limit)
 

@@ -212,26 +212,40 @@ class Minimizer:
     across many starts (nothing is recompiled between them).
 
     Args:
-        objective: pure, differentiable ``f(p) -> scalar`` of the physical
-            parameters p, shape (n_par,).
+        objective: pure, differentiable ``f(p, *args) -> scalar`` of the
+            physical parameters p, shape (n_par,).
         n_par: number of parameters.
         bounds: per parameter (lo, hi), None or a None side for unbounded.
+        args: extra arguments of the objective (pytrees of arrays: the event
+            caches), passed to the compiled functions at every call.
     """
 
-    def __init__(self, objective: Callable[[jnp.ndarray], jnp.ndarray], n_par: int,
-                 bounds: Bounds | None = None) -> None:
+    def __init__(self, objective: Callable[..., jnp.ndarray], n_par: int,
+                 bounds: Bounds | None = None, args: tuple = ()) -> None:
         self.objective = objective
         self.n_par = n_par
+        self.args = tuple(args)
         self.transform = tr = BoundsTransform.from_bounds(bounds, n_par)
 
-        def f_internal(u):
-            return objective(tr.to_physical(u))
+        def f_internal(u, *a):
+            return objective(tr.to_physical(u), *a)
 
+        # Data arrays enter as arguments, never as closure constants: constants
+        # would be baked into the XLA program (slow compiles, no cache reuse).
         self._vg_int = jax.jit(jax.value_and_grad(f_internal))
         self._h_int = jax.jit(jax.hessian(f_internal))
-        self.value = jax.jit(objective)
-        self.gradient = jax.jit(jax.grad(objective))
-        self.hessian = jax.jit(jax.hessian(objective))
+        self._value = jax.jit(objective)
+        self._gradient = jax.jit(jax.grad(objective))
+        self._hessian = jax.jit(jax.hessian(objective))
+
+    def value(self, p: jnp.ndarray) -> jnp.ndarray:
+        return self._value(p, *self.args)
+
+    def gradient(self, p: jnp.ndarray) -> jnp.ndarray:
+        return self._gradient(p, *self.args)
+
+    def hessian(self, p: jnp.ndarray) -> jnp.ndarray:
+        return self._hessian(p, *self.args)
 
     def minimize(self, x0: np.ndarray, *, optimizer: str = DEFAULT_OPTIMIZER, max_iter: int = 2000,
                  edm_tolerance: float = 1e-4, newton_polish: bool = True) -> MinimizeResult:
@@ -262,15 +276,15 @@ class Minimizer:
 
         def fun(u):
             counter["n"] += 1
-            v = float(self._vg_int(jnp.asarray(u))[0])
+            v = float(self._vg_int(jnp.asarray(u), *self.args)[0])
             return v if np.isfinite(v) else 1e300
 
         def grad(u):
-            g = np.asarray(self._vg_int(jnp.asarray(u))[1])
+            g = np.asarray(self._vg_int(jnp.asarray(u), *self.args)[1])
             return np.where(np.isfinite(g), g, 0.0)
 
         def hess(u):
-            return np.asarray(self._h_int(jnp.asarray(u)))
+            return np.asarray(self._h_int(jnp.asarray(u), *self.args))
 
         u0 = tr.to_internal(x0)
         if fun(u0) >= 1e300:

@@ -13,3 +13,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+# Identical XLA programs (same model, same shapes, new closures) compile once
+# per session instead of once per fit.
+import tempfile  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="pwa-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

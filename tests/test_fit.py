@@ -1,0 +1,187 @@
+"""Fitter: truth recovery, exact derivatives against finite differences,
+propagated fraction errors, constraints, LASSO and significance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card
+from pwa.amplitude import Model
+from pwa.errors import FitError
+from pwa.fit import FitConfig, FitProblem, fit, significance_from_delta_nll, significances
+from pwa.toys import iter_toys
+
+SMALL = {
+    "resonances": [
+        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
+         "couplings": {0: [1.0, 0.0]}},
+        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
+         "float": ["mass", "width"],
+         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4], 2: [2.0, 0.6]}},
+        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
+         "couplings": {0: [1.5, -0.5]}},
+    ],
+    "reference": "f0(980)",
+}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return Detector(load_detector_card("default"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Model.from_card(SMALL)
+
+
+@pytest.fixture(scope="module")
+def samples(model, detector):
+    data = Events.concatenate(list(iter_toys(model, 4000, detector, seed=11)))
+    mc = conventional_mc(40_000, detector, seed=12)
+    return data, mc
+
+
+@pytest.fixture(scope="module")
+def problem(model, samples):
+    return FitProblem.build(model, *samples, quadrature_panels=60)
+
+
+@pytest.fixture(scope="module")
+def result(model, samples, problem):
+    return fit(model, *samples, FitConfig(quadrature_panels=60), problem=problem)
+
+
+def test_fit_recovers_generated_truth(model, result):
+    assert result.converged, result.message
+    assert result.positive_definite
+    pulls = (result.values - model.initial_values()) / result.errors
+    assert np.all(np.abs(pulls) < 3.0), dict(zip(model.parameter_names, np.round(pulls, 2)))
+    # Fractions against the generating model's (quadrature) fractions.
+    from pwa.fractions import fit_fractions_quadrature
+
+    true = fit_fractions_quadrature(model, n_panels=60).matrix
+    for i, name in enumerate(model.resonance_names):
+        f, e = result.fraction(name)
+        assert abs(f - true[i, i]) < 3 * e, (name, f, e, true[i, i])
+
+
+def test_result_prints_and_serialises(result):
+    import json
+
+    text = str(result)
+    assert "CONVERGED" in text and "f2'(1525):mass" in text and "SF" in text
+    d = json.loads(result.to_json())
+    for key in ("nll", "converged", "parameters", "fractions", "sum_of_fractions", "covariance",
+                "n_data", "n_mc"):
+        assert key in d
+    assert d["parameters"]["f2'(1525):mass"]["error"] > 0
+
+
+def test_gradient_and_hessian_against_finite_differences(model, problem):
+    obj = problem.objective(FitConfig(sf_lambda=1e-2, sf_target=1.2, lasso=3.0))
+
+    def f(q):
+        return obj(q, *problem.caches)
+
+    p = model.initial_values() * 1.01
+    g = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(p)))
+    H = np.asarray(jax.jit(jax.hessian(f))(jnp.asarray(p)))
+    f = jax.jit(f)
+    h = 1e-5 * np.maximum(np.abs(p), 1e-2)
+    g_fd = np.empty_like(p)
+    H_fd = np.empty((p.size, p.size))
+    grad = jax.jit(jax.grad(f))
+    for i in range(p.size):
+        e = np.zeros_like(p)
+        e[i] = h[i]
+        g_fd[i] = (float(f(p + e)) - float(f(p - e))) / (2 * h[i])
+        H_fd[i] = (np.asarray(grad(p + e)) - np.asarray(grad(p - e))) / (2 * h[i])
+    np.testing.assert_allclose(g, g_fd, rtol=1e-5, atol=1e-4 * np.abs(g).max())
+    np.testing.assert_allclose(H, H_fd, rtol=1e-4, atol=1e-6 * np.abs(H).max())
+    np.testing.assert_allclose(H, H.T, rtol=1e-10, atol=1e-10 * np.abs(H).max())
+
+
+def test_fraction_errors_match_numerical_propagation(model, problem, result):
+    p = result.values
+    n = len(model.resonance_names)
+    frac = jax.jit(problem.fractions)
+    J = np.empty((n * n, p.size))
+    for i in range(p.size):
+        h = 1e-6 * max(abs(p[i]), 1e-2)
+        e = np.zeros_like(p)
+        e[i] = h
+        J[:, i] = (np.ravel(frac(p + e)) - np.ravel(frac(p - e))) / (2 * h)
+    err_fd = np.sqrt(np.diag(J @ result.covariance @ J.T)).reshape(n, n)
+    # S-D interference integrates to exactly zero: compare those entries absolutely.
+    np.testing.assert_allclose(result.fraction_errors, err_fd, rtol=1e-5, atol=1e-9)
+
+
+def test_fraction_constraint_pulls_the_sum(model, samples, problem, result):
+    target = result.sum_of_fractions + 0.10
+    strong = fit(model, *samples, FitConfig(sf_target=target, sf_lambda=1.0, quadrature_panels=60),
+                 problem=problem, x0=result.values)
+    assert strong.converged
+    assert abs(strong.sum_of_fractions - target) < abs(result.sum_of_fractions - target) / 3
+    assert strong.nll > result.nll  # the constraint costs likelihood
+
+
+def test_lasso_removes_an_absent_resonance(detector):
+    card = {**SMALL, "resonances": [dict(r) for r in SMALL["resonances"]]}
+    truth = Model.from_card({**card, "resonances": card["resonances"][:2]})
+    card["resonances"][1] = {**card["resonances"][1], "float": []}
+    full = Model.from_card(card)
+    data = Events.concatenate(list(iter_toys(truth, 3000, detector, seed=21)))
+    mc = conventional_mc(30_000, detector, seed=22)
+    plain = fit(full, data, mc, FitConfig(quadrature_panels=60))
+    lasso = fit(full, data, mc, FitConfig(lasso=20.0, quadrature_panels=60), x0=plain.values)
+    f_plain, _ = plain.fraction("f0(1710)")
+    f_lasso, _ = lasso.fraction("f0(1710)")
+    assert f_lasso < 0.005, (f_plain, f_lasso)
+    assert f_lasso <= f_plain
+    # The true resonances survive.
+    from pwa.fractions import fit_fractions_quadrature
+
+    true = fit_fractions_quadrature(truth, n_panels=60).matrix
+    assert lasso.fraction("f2'(1525)")[0] > 0.5 * true[1, 1]
+
+
+def test_significance_conversion():
+    p, z = significance_from_delta_nll(0.5 * 9.0, 1)
+    assert z == pytest.approx(3.0, rel=1e-10)
+    p, z = significance_from_delta_nll(0.5 * 25.0, 1)
+    assert z == pytest.approx(5.0, rel=1e-10)
+    p2, z2 = significance_from_delta_nll(0.5 * 25.0, 4)
+    assert z2 < z and p2 > p
+
+
+def test_significance_of_a_present_resonance_is_large(model, samples, result):
+    sig = significances(model, *samples, result, FitConfig(quadrature_panels=60), names=["f0(1710)"])
+    assert sig[0].n_parameters == 2
+    assert sig[0].delta_nll > 0 and sig[0].sigma > 5
+
+
+def test_weighted_data_use_the_sandwich_covariance(model, samples, problem, result):
+    data, mc = samples
+    w = np.where(np.arange(len(data)) % 2 == 0, 1.5, 0.5)
+    weighted = Events(data.momenta, w, data.reaction)
+    res = fit(model, weighted, mc, FitConfig(quadrature_panels=60), x0=result.values)
+    assert res.sandwich and res.converged
+    assert np.all(np.isfinite(res.errors)) and np.all(res.errors > 0)
+    # Weights with mean 1 and spread: errors grow relative to the unweighted fit.
+    assert np.median(res.errors / result.errors) > 1.0
+
+
+def test_bad_inputs_give_fit_errors(model, samples):
+    from fastsim.events import Reaction
+
+    data, mc = samples
+    pipi = Events(data.momenta, None, Reaction(particles=("gamma", "pi+", "pi-"),
+                                               prefixes=("gamma", "pip", "pim")))
+    with pytest.raises(FitError, match="data are gamma pi\\+ pi- events"):
+        fit(model, pipi, mc)
+    with pytest.raises(FitError, match="unknown optimizer"):
+        fit(model, data, mc, FitConfig(optimizer="sgd", quadrature_panels=20))
+    with pytest.raises(FitError, match="plain-NLL fit"):
+        significances(model, data, mc, None, FitConfig(lasso=1.0))
