@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
-from .common import handle_errors, progress_bar, seed_option, version_callback
+import numpy as np
+
+from .common import UserError, handle_errors, progress_bar, seed_option, version_callback
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Unbinned maximum-likelihood partial-wave analysis (JAX).")
@@ -78,6 +80,214 @@ def generate(
     typer.echo(f"hit-or-miss: I_max = {stats['i_max']:.6g}, {stats['n_hit']} of {stats['n_proposed']} "
                f"proposals kept; detector {det.name}: {stats['n_accepted']} accepted")
     typer.echo(f"throughput: {writer.n_written / dt:,.0f} accepted events/s ({dt:.2f} s)")
+
+
+# ---------------------------------------------------------------------------
+# Fits
+# ---------------------------------------------------------------------------
+
+DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "models" / "flow_besiii_like.pt"
+
+
+def _load_card_and_data(model_path: Path, data_path: Path):
+    from fastsim.events import read_events
+    from pwa import Model, load_model_card
+
+    model = Model.from_card(load_model_card(model_path))
+    data = read_events(data_path, model.reaction)
+    return model, data
+
+
+def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: int):
+    """Events for the normalisation sum: an event file, or samples of a trained flow."""
+    from fastsim.events import read_events
+
+    if mc != "flow":
+        path = Path(mc)
+        return read_events(path, model.reaction), {"mc": str(path)}
+    from fastsim import load_simulator
+
+    path = flow_model or DEFAULT_FLOW
+    t0 = time.perf_counter()
+    sim = load_simulator(path)
+    events = sim.sample(n_mc, seed=seed)
+    dt = time.perf_counter() - t0
+    if events.reaction != model.reaction:
+        raise UserError(f"{path}: the flow generates {' '.join(events.reaction.particles)} events, "
+                        f"the model describes {' '.join(model.reaction.particles)}")
+    typer.echo(f"flow MC: {len(events)} events from {path} in {dt:.1f} s", err=True)
+    return events, {"mc": "flow", "flow_model": str(path), "n_flow": n_mc, "flow_seed": seed}
+
+
+def _fit_config(optimizer: str, starts: int, seed: int, sf_target: float, sf_lambda: float,
+                lasso: float):
+    from pwa.fit import FitConfig
+
+    return FitConfig(optimizer=optimizer, starts=starts, seed=seed, sf_target=sf_target,
+                     sf_lambda=sf_lambda, lasso=lasso)
+
+
+_MODEL = typer.Option(..., "--model", help="Model card (YAML).")
+_DATA = typer.Option(..., "--data", help="Data event file (.parquet, .root, .npz).")
+_MC = typer.Option(..., "--mc", help="Normalisation MC: an event file, or 'flow' to sample the fast simulator.")
+_FLOW = typer.Option(None, "--flow-model", help="Flow checkpoint for --mc flow (default: the shipped model).")
+_NMC = typer.Option(400_000, "--n-mc", min=1, help="Events drawn from the flow with --mc flow.")
+_OPT = typer.Option("trust-exact", "--optimizer",
+                    help="BFGS, L-BFGS-B, trust-exact, trust-ncg, Newton-CG, trust-krylov or minuit.")
+_SFT = typer.Option(1.0, "--sf-target", help="Target sum of fractions of the constraint (1.2 = 120 %).")
+_SFL = typer.Option(0.0, "--sf-lambda", min=0.0, help="Strength of the fraction-sum constraint (0 = off).")
+
+
+@app.command()
+@handle_errors
+def fit(
+    model: Path = _MODEL,
+    data: Path = _DATA,
+    mc: str = _MC,
+    flow_model: Path = _FLOW,
+    n_mc: int = _NMC,
+    out: Path = typer.Option(Path("fit_out"), "--out", help="Output folder."),
+    optimizer: str = _OPT,
+    starts: int = typer.Option(1, "--starts", min=1, help="Starts (first: card values; others randomised)."),
+    seed: int = seed_option(),
+    sf_target: float = _SFT,
+    sf_lambda: float = _SFL,
+    lasso: float = typer.Option(0.0, "--lasso", min=0.0, help="LASSO strength lambda (0 = off)."),
+    significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+) -> None:
+    """Unbinned maximum-likelihood fit; writes result.json, report.md and plots into --out."""
+    _float64()
+    from pwa.fit import FitProblem, fit as run_fit, significances
+    from pwa.report import write_fit_outputs
+
+    m, data_events = _load_card_and_data(model, data)
+    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
+    typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
+    problem = FitProblem.build(m, data_events, mc_events)
+    result = run_fit(m, data_events, mc_events, config, problem=problem)
+    typer.echo(str(result))
+    sig = None
+    if significance:
+        with progress_bar() as bar:
+            task = bar.add_task("significance refits", total=len(m.resonance_names))
+            sig = significances(m, data_events, mc_events, result, config,
+                                progress=lambda name: bar.advance(task))
+        for s in sig:
+            typer.echo(f"  {s.resonance:<14} {s.sigma:6.1f} sigma  (Delta NLL {s.delta_nll:.2f}, "
+                       f"{s.n_parameters} parameters)")
+    paths = write_fit_outputs(out, result, problem, data_hv=data_events.helicity_variables,
+                              data_weights=data_events.weight_array, mc_hv=mc_events.helicity_variables,
+                              significance=sig, plots=plots, extra=mc_info)
+    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    if not result.converged:
+        typer.echo("warning: the fit did not converge (see report.md)", err=True)
+        raise typer.Exit(3)
+
+
+def _grid(spec: str, log: bool) -> list[float]:
+    """'a,b,c' or 'start:stop:n' (linear, or logarithmic if log)."""
+    try:
+        if ":" in spec:
+            a, b, n = spec.split(":")
+            if log:
+                return list(np.logspace(np.log10(float(a)), np.log10(float(b)), int(n)))
+            return list(np.linspace(float(a), float(b), int(n)))
+        return [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"cannot read the grid {spec!r}: give 'a,b,c' or 'start:stop:n'") from None
+
+
+@app.command("scan-fraction")
+@handle_errors
+def scan_fraction(
+    model: Path = _MODEL,
+    data: Path = _DATA,
+    mc: str = _MC,
+    flow_model: Path = _FLOW,
+    n_mc: int = _NMC,
+    targets: str = typer.Option("1.00:1.40:9", "--targets", help="SF targets: 'a,b,c' or 'start:stop:n'."),
+    sf_lambda: float = typer.Option(1e-2, "--sf-lambda", min=0.0, help="Constraint strength."),
+    optimizer: str = _OPT,
+    seed: int = seed_option(),
+    out: Path = typer.Option(Path("scan_out"), "--out", help="Output folder."),
+) -> None:
+    """Fraction scan: minimise NLL~ over a grid of SF targets; table and plot of NLL against SF."""
+    _float64()
+    from fastsim.events import write_text_atomic
+    from pwa.fit import FitProblem
+    from pwa.optimize import dumps
+    from pwa.scans import plot_fraction_scan, scan_fraction as run_scan
+
+    grid = _grid(targets, log=False)
+    m, data_events = _load_card_and_data(model, data)
+    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    problem = FitProblem.build(m, data_events, mc_events)
+    config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
+    with progress_bar() as bar:
+        task = bar.add_task("fraction scan", total=len(grid))
+        points = run_scan(problem, grid, config, progress=lambda p: bar.advance(task))
+    nll_min = min(p.result.nll for p in points)
+    lines = ["| SF target (%) | SF fitted (%) | NLL - min | converged |", "|---|---|---|---|"]
+    lines += [f"| {100 * p.setting:.1f} | {100 * p.result.sum_of_fractions:.2f} ± "
+              f"{100 * p.result.sum_of_fractions_error:.2f} | {p.result.nll - nll_min:.3f} | "
+              f"{p.result.converged} |" for p in points]
+    table = "\n".join(lines)
+    typer.echo(table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "scan.md", f"# Fraction scan of {model}\n\nlambda = {sf_lambda:g}\n\n{table}\n")
+    write_text_atomic(out / "scan.json", dumps({**mc_info, "sf_lambda": sf_lambda,
+                                                "points": [p.to_dict() for p in points]}))
+    plot_fraction_scan(points, out / "scan.png")
+    typer.echo(f"wrote scan.md, scan.json, scan.png to {out}")
+
+
+@app.command("lasso-scan")
+@handle_errors
+def lasso_scan(
+    model: Path = _MODEL,
+    data: Path = _DATA,
+    mc: str = _MC,
+    flow_model: Path = _FLOW,
+    n_mc: int = _NMC,
+    lambdas: str = typer.Option("1:1000:7", "--lambdas", help="LASSO strengths: 'a,b,c' or 'start:stop:n' (log)."),
+    threshold: float = typer.Option(1e-3, "--threshold", help="F_R above which a resonance counts as selected."),
+    optimizer: str = _OPT,
+    seed: int = seed_option(),
+    out: Path = typer.Option(Path("lasso_out"), "--out", help="Output folder."),
+) -> None:
+    """LASSO path: every F_R against lambda, AIC/BIC per point, the selected model."""
+    _float64()
+    from fastsim.events import write_text_atomic
+    from pwa.optimize import dumps
+    from pwa.scans import lasso_scan as run_lasso, plot_lasso_path
+
+    grid = _grid(lambdas, log=True)
+    m, data_events = _load_card_and_data(model, data)
+    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    config = _fit_config(optimizer, 1, seed, 1.0, 0.0, grid[0])
+    with progress_bar() as bar:
+        task = bar.add_task("LASSO path", total=len(grid))
+        path, best = run_lasso(m, data_events, mc_events, grid, config, threshold=threshold,
+                               progress=lambda p: bar.advance(task))
+    names = m.resonance_names
+    lines = ["| lambda | " + " | ".join(names) + " | k | AIC | BIC |",
+             "|---|" + "---|" * (len(names) + 3)]
+    for p in path:
+        fr = " | ".join(f"{100 * p.result.fractions[i, i]:.2f}" for i in range(len(names)))
+        lines.append(f"| {p.lam:.3g} | {fr} | {p.n_parameters} | {p.aic:.1f} | {p.bic:.1f} |")
+    table = "\n".join(lines)
+    typer.echo(table)
+    typer.echo(f"selected (min BIC at lambda = {best.lam:.3g}): {', '.join(best.selected)}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "lasso.md", f"# LASSO path of {model}\n\nFractions in %.\n\n{table}\n\n"
+                                        f"Selected (min BIC, lambda = {best.lam:.3g}): {', '.join(best.selected)}\n")
+    write_text_atomic(out / "lasso.json", dumps({**mc_info, "threshold": threshold,
+                                                 "selected": list(best.selected), "selected_lambda": best.lam,
+                                                 "path": [p.to_dict() for p in path]}))
+    plot_lasso_path(path, best, out / "lasso.png")
+    typer.echo(f"wrote lasso.md, lasso.json, lasso.png to {out}")
 
 
 def main() -> None:

@@ -233,29 +233,42 @@ class FitProblem:
         return self.model.fit_fractions(p, self.gen_cache)
 
     def objective(self, config: FitConfig):
-        """NLL~ of the config as a pure function ``f(p, data_cache, mc_cache, gen_cache)``.
+        """NLL~ as a pure function ``f(p, data_cache, mc_cache, gen_cache, hyper)``.
 
-        The caches are arguments, not closure constants, so that compiled
-        programs stay small and are reused (call it with ``*self.caches``).
+        The caches and the penalty strengths ``hyper`` = (sf_target,
+        sf_lambda, lasso) are arguments, not closure constants, so compiled
+        programs stay small and one compile serves a whole scan (call it with
+        ``*self.arguments(config)``). Which penalties exist is structural.
         """
         W = self.sum_data_weights
         model = self.model
+        use_sf, use_lasso, eps = bool(config.sf_lambda), bool(config.lasso), config.lasso_eps
 
-        def f(p, data_cache, mc_cache, gen_cache):
+        def f(p, data_cache, mc_cache, gen_cache, hyper):
             val = model.nll(p, data_cache, mc_cache)
-            if config.sf_lambda or config.lasso:
+            if use_sf or use_lasso:
                 F = model.fit_fractions(p, gen_cache)
-                if config.sf_lambda:
-                    val = val + config.sf_lambda * W * (config.sf_target - jnp.trace(F)) ** 2
-                if config.lasso:
-                    val = val + config.lasso * jnp.sum(jnp.sqrt(jnp.diagonal(F) + config.lasso_eps))
+                if use_sf:
+                    val = val + hyper[1] * W * (hyper[0] - jnp.trace(F)) ** 2
+                if use_lasso:
+                    val = val + hyper[2] * jnp.sum(jnp.sqrt(jnp.diagonal(F) + eps))
             return val
 
         return f
 
+    def arguments(self, config: FitConfig) -> tuple:
+        """Arguments after p of :meth:`objective`'s function for this config."""
+        hyper = jnp.asarray([config.sf_target, config.sf_lambda, config.lasso], dtype=jnp.float64)
+        return (*self.caches, hyper)
+
     def minimizer(self, config: FitConfig) -> Minimizer:
-        """A compiled minimiser of the config's objective on this problem."""
-        return Minimizer(self.objective(config), self.model.n_free, self.model.bounds, args=self.caches)
+        """A compiled minimiser of the config's objective on this problem.
+
+        Reuse it for other penalty strengths of the same kind by setting
+        ``minimizer.args = problem.arguments(other_config)``.
+        """
+        return Minimizer(self.objective(config), self.model.n_free, self.model.bounds,
+                         args=self.arguments(config))
 
     def sandwich_covariance(self, p: np.ndarray, hessian_inverse: np.ndarray) -> np.ndarray:
         """H^-1 C H^-1 with C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)."""
@@ -315,7 +328,11 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
     if model.n_free == 0:
         raise FitError(f"{model.card.source}: the model has no free parameter")
-    mz = minimizer or problem.minimizer(config)
+    if minimizer is None:
+        mz = problem.minimizer(config)
+    else:
+        mz = minimizer
+        mz.args = problem.arguments(config)
     starts = random_starts(model, x0, max(config.starts, 1), config.seed)
     best, distinct = mz.multi_start(starts, optimizer=config.optimizer, max_iter=config.max_iter,
                                     edm_tolerance=config.edm_tolerance)

@@ -80,10 +80,11 @@ def test_result_prints_and_serialises(result):
 
 
 def test_gradient_and_hessian_against_finite_differences(model, problem):
-    obj = problem.objective(FitConfig(sf_lambda=1e-2, sf_target=1.2, lasso=3.0))
+    config = FitConfig(sf_lambda=1e-2, sf_target=1.2, lasso=3.0)
+    obj, args = problem.objective(config), problem.arguments(config)
 
     def f(q):
-        return obj(q, *problem.caches)
+        return obj(q, *args)
 
     p = model.initial_values() * 1.01
     g = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(p)))
