@@ -22,7 +22,7 @@ slope), so the objective stays differentiable and the exact Hessian exists.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import jax
@@ -281,6 +281,37 @@ class FitProblem:
         w = np.asarray(self.data_cache["weights"])
         C = (G * (w**2)[:, None]).T @ G
         return hessian_inverse @ C @ hessian_inverse
+
+
+def normalisation_cache(model: Model, chunks: Iterable[Events]) -> tuple[dict, int]:
+    """Normalisation-matrix-only MC cache accumulated over event chunks.
+
+    For fixed lineshapes the MC enters the NLL only through the weighted mean
+    M of per-term products (:meth:`Model.term_integrals`), which is linear in
+    the events: memory stays bounded by one chunk for any MC size. The cache
+    serves :meth:`Model.nll` / :meth:`Model.normalisation`, not per-event
+    quantities (plots).
+
+    Returns:
+        (cache with ``norm_re``, ``norm_im``, ``weights`` (the total weight,
+        shape (1,)), number of events).
+    """
+    if model.floating_lineshapes:
+        raise FitError("a normalisation-matrix cache needs fixed lineshapes")
+    total = np.zeros((model.n_terms, model.n_terms), dtype=np.complex128)
+    w_sum = 0.0
+    n = 0
+    for chunk in chunks:
+        c = model.precompute(chunk, normalisation_matrix=True)
+        w = float(chunk.weight_array.sum())
+        total += (np.asarray(c["norm_re"]) + 1j * np.asarray(c["norm_im"])) * w
+        w_sum += w
+        n += len(chunk)
+    if n == 0 or w_sum <= 0:
+        raise FitError("the normalisation sample is empty or its weights sum to zero")
+    M = total / w_sum
+    return {"norm_re": jnp.asarray(M.real), "norm_im": jnp.asarray(M.imag),
+            "weights": jnp.asarray([w_sum])}, n
 
 
 def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.ndarray]:

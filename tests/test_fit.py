@@ -186,3 +186,19 @@ def test_bad_inputs_give_fit_errors(model, samples):
         fit(model, data, mc, FitConfig(optimizer="sgd", quadrature_panels=20))
     with pytest.raises(FitError, match="plain-NLL fit"):
         significances(model, data, mc, None, FitConfig(lasso=1.0))
+
+
+def test_chunked_normalisation_cache_equals_one_shot(samples):
+    from pwa.fit import normalisation_cache
+
+    fixed = Model.from_card({**SMALL, "resonances": [{**r, "float": []} for r in SMALL["resonances"]]})
+    _, mc = samples
+    w = np.linspace(0.5, 1.5, len(mc))
+    mc = Events(mc.momenta, w, mc.reaction)
+    one = fixed.precompute(mc, normalisation_matrix=True)
+    chunked, n = normalisation_cache(fixed, (mc.subset(slice(i, i + 7000)) for i in range(0, len(mc), 7000)))
+    assert n == len(mc)
+    np.testing.assert_allclose(chunked["norm_re"], one["norm_re"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(chunked["norm_im"], one["norm_im"], rtol=1e-10, atol=1e-14)
+    p = jnp.asarray(fixed.initial_values())
+    np.testing.assert_allclose(fixed.normalisation(p, chunked), fixed.normalisation(p, one), rtol=1e-12)

@@ -1,0 +1,381 @@
+"""Closure test: can flow-generated MC replace conventional MC in the
+normalisation integral? (issue 6; PHYSICS.md section 7)
+
+This module is orchestration where the two worlds meet (torch trains and
+samples the flow, JAX fits), so it lives in ``cli/``; the physics comes from
+library calls. For each toy k:
+
+1. toy data of N events from the card through the detector;
+2. normalisation samples: conventional MC of T events (the affordable
+   budget), a flow trained on those T events sampling F events (optionally
+   DCTR-reweighted to the T events), and a large conventional reference of
+   R events;
+3. the same fit with each (one compiled objective, MC entering through its
+   normalisation matrix, fixed lineshapes).
+
+Every toy is written to ``DIR/toys/toy_KKK.json`` when it ends; a rerun with
+the same settings skips finished toys (interrupt and resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Normalisation choices compared against the large conventional reference.
+CHOICES = ("small", "flow", "flow_rw")
+
+
+@dataclass(frozen=True)
+class ClosureSettings:
+    """Everything that defines a closure run (its hash names the toy files' validity)."""
+
+    model: str
+    toys: int = 20
+    n_data: int = 20_000
+    n_train: int = 50_000
+    n_flow: int = 500_000
+    n_reference: int = 2_000_000
+    seed: int = 0
+    detector: str = "default"
+    reweight: bool = True
+    flow_epochs: int = 20
+    flow_minutes: float = 0.0
+    flow_hyperparameters: dict = field(default_factory=dict)
+    optimizer: str = "trust-exact"
+    quadrature_panels: int = 120
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _seed(settings: ClosureSettings, toy: int, stage: int) -> int:
+    return int(settings.seed) * 1_000_003 + toy * 101 + stage
+
+
+def _fit_record(result) -> dict:
+    n = len(result.resonance_names)
+    return {
+        "values": result.values.tolist(), "errors": result.errors.tolist(),
+        "fractions": [float(result.fractions[i, i]) for i in range(n)],
+        "fraction_errors": [float(result.fraction_errors[i, i]) for i in range(n)],
+        "sf": result.sum_of_fractions, "sf_error": result.sum_of_fractions_error,
+        "nll": result.nll, "converged": result.converged, "wall_time_s": result.wall_time,
+    }
+
+
+def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
+    """One closure toy (module-level so that process pools can pickle it)."""
+    settings, toy, out_dir = task
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import torch
+
+    torch.set_num_threads(1)  # toys run in parallel processes: one thread each
+    from fastsim.coords import CoordinateMap
+    from fastsim.events import (Detector, Events, iter_conventional_mc, load_detector_card,
+                                write_text_atomic)
+    from fastsim.generator import FastSimulator
+    from fastsim.reweight import dctr_weights
+    from fastsim.training import TrainConfig, fit as train_flow
+    from fastsim.validation import classifier_auc
+    from pwa import Model, load_model_card
+    from pwa.fit import FitConfig, FitProblem, fit, normalisation_cache
+    from pwa.fractions import phase_space_quadrature
+    from pwa.toys import iter_toys
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter
+    model = Model.from_card(load_model_card(settings.model))
+    det = Detector(load_detector_card(settings.detector))
+    reaction = model.reaction
+
+    t = clock()
+    data = Events.concatenate(list(iter_toys(model, settings.n_data, det, seed=_seed(settings, toy, 1))))
+    timings["toy_data"] = clock() - t
+
+    t = clock()
+    small = Events.concatenate(list(iter_conventional_mc(settings.n_train, det, reaction=reaction,
+                                                         seed=_seed(settings, toy, 2))))
+    timings["mc_small"] = clock() - t
+
+    t = clock()
+    coords = CoordinateMap.for_reaction(reaction)
+    trained = train_flow(coords.to_unit(small.helicity_variables),
+                         TrainConfig(kind="flow", hyperparameters=dict(settings.flow_hyperparameters),
+                                     epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
+                                     seed=_seed(settings, toy, 3)))
+    sim = FastSimulator(trained["model"], coords)
+    timings["flow_training"] = clock() - t
+
+    t = clock()
+    flow = sim.sample(settings.n_flow, seed=_seed(settings, toy, 4))
+    timings["flow_sampling"] = clock() - t
+
+    t = clock()
+    ref_head: list[Events] = []
+
+    def reference_chunks():
+        for chunk in iter_conventional_mc(settings.n_reference, det, reaction=reaction,
+                                          seed=_seed(settings, toy, 5)):
+            if sum(len(c) for c in ref_head) < 100_000:
+                ref_head.append(chunk)
+            yield chunk
+
+    caches = {"reference": normalisation_cache(model, reference_chunks())}
+    timings["mc_reference"] = clock() - t
+
+    t = clock()
+    ref_sample = Events.concatenate(ref_head).helicity_variables[:100_000]
+    n_val = min(len(ref_sample), settings.n_flow, 100_000)
+    validation = classifier_auc(flow.helicity_variables[:n_val], ref_sample[:n_val], seed=toy)
+    timings["flow_validation"] = clock() - t
+
+    caches["small"] = normalisation_cache(model, [small])
+    caches["flow"] = normalisation_cache(model, flow_chunks(flow))
+    reweight_info = None
+    if settings.reweight:
+        t = clock()
+        w, reweight_info = dctr_weights(flow.helicity_variables, small.helicity_variables,
+                                        seed=_seed(settings, toy, 6))
+        caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction)))
+        timings["reweighting"] = clock() - t
+
+    t = clock()
+    data_cache = model.precompute(data)
+    gen_cache = model.precompute(phase_space_quadrature(reaction, n_panels=settings.quadrature_panels),
+                                 normalisation_matrix=True)
+    config = FitConfig(optimizer=settings.optimizer, quadrature_panels=settings.quadrature_panels)
+    fits = {}
+    minimizer = None
+    for name, (mc_cache, n_mc) in caches.items():
+        problem = FitProblem(model, data_cache, mc_cache, gen_cache, len(data), n_mc,
+                             float(len(data)), False)
+        minimizer = minimizer or problem.minimizer(config)
+        fits[name] = _fit_record(fit(model, None, None, config, problem=problem, minimizer=minimizer))
+    timings["fits"] = clock() - t
+
+    record = {"toy": toy, "settings_digest": settings.digest(), "fits": fits, "timings_s": timings,
+              "flow_validation": validation, "flow_training": {
+                  "epochs": len(trained["history"]), "stop_reason": trained["stop_reason"],
+                  "best_val": trained["best_val"]},
+              "reweighting": reweight_info}
+    path = Path(out_dir) / "toys" / f"toy_{toy:03d}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=1))
+    return record
+
+
+def flow_chunks(events, size: int = 100_000):
+    for i in range(0, len(events), size):
+        yield events.subset(slice(i, i + size))
+
+
+def _wrap(d: np.ndarray, is_phase: np.ndarray) -> np.ndarray:
+    return np.where(is_phase, (d + np.pi) % (2 * np.pi) - np.pi, d)
+
+
+def summarise(records: list[dict], names: list[str], truth: np.ndarray, is_phase: np.ndarray) -> dict:
+    """Shifts against the reference, pulls against the truth, amplification.
+
+    ``names`` are the quantities (free parameters, then ``F(<resonance>)``
+    and ``SF``); ``truth`` their generated values.
+    """
+    def arr(choice: str, key: str) -> np.ndarray:
+        rows = []
+        for r in records:
+            f = r["fits"][choice]
+            if key == "value":
+                rows.append(f["values"] + f["fractions"] + [f["sf"]])
+            else:
+                rows.append(f["errors"] + f["fraction_errors"] + [f["sf_error"]])
+        return np.asarray(rows)
+
+    K = len(records)
+    choices = [c for c in CHOICES if c in records[0]["fits"]]
+    ref_v, ref_e = arr("reference", "value"), arr("reference", "error")
+    out: dict = {"n_toys": K, "quantities": names, "shift": {}, "pull": {}, "amplification": {},
+                 "converged": {c: int(sum(r["fits"][c]["converged"] for r in records))
+                               for c in ("reference", *choices)}}
+    for c in choices:
+        s = _wrap(arr(c, "value") - ref_v, is_phase) / ref_e
+        out["shift"][c] = {n: {"mean": float(s[:, i].mean()), "mean_error": float(s[:, i].std(ddof=1) / math.sqrt(K))
+                               if K > 1 else float("nan"),
+                               "rms": float(np.sqrt(np.mean(s[:, i] ** 2)))} for i, n in enumerate(names)}
+    for c in ("reference", *choices):
+        p = _wrap(arr(c, "value") - truth, is_phase) / arr(c, "error")
+        width = p.std(axis=0, ddof=1) if K > 1 else np.full(len(names), np.nan)
+        out["pull"][c] = {n: {"mean": float(p[:, i].mean()), "mean_error": float(width[i] / math.sqrt(K)),
+                              "width": float(width[i]),
+                              "width_error": float(width[i] / math.sqrt(2 * max(K - 1, 1)))}
+                          for i, n in enumerate(names)}
+        out["pull"][c]["_values"] = p.tolist()
+    if "small" in choices:
+        for c in ("flow", "flow_rw"):
+            if c in choices:
+                out["amplification"][c] = {n: out["shift"]["small"][n]["rms"] / max(out["shift"][c][n]["rms"], 1e-300)
+                                           for n in names}
+    return out
+
+
+def report_markdown(settings: ClosureSettings, summary: dict, records: list[dict]) -> str:
+    names = summary["quantities"]
+    choices = list(summary["shift"])
+    K = summary["n_toys"]
+    tmean = {k: float(np.mean([r["timings_s"].get(k, 0.0) for r in records])) for k in records[0]["timings_s"]}
+    auc = [r["flow_validation"]["auc"] for r in records]
+    lines = [
+        f"# Closure test: flow MC against conventional MC ({Path(settings.model).name})", "",
+        f"{K} toys; per toy N = {settings.n_data} data events, conventional MC T = {settings.n_train} "
+        f"(the affordable budget; the flow is trained on it), F = {settings.n_flow} flow events, "
+        f"reference R = {settings.n_reference} conventional events; detector `{settings.detector}`; "
+        f"seed {settings.seed}.", "",
+        "Shift = (value_X - value_reference) / error_reference for the same toy data: the bias (mean) and "
+        "the spread (RMS) that the normalisation sample X adds. Amplification = RMS(small-MC shift) / "
+        "RMS(flow shift): above 1 the flow beats the sample it was trained on (Butter et al., SciPost Phys. "
+        "10 (2021) 139).", "",
+        f"Converged fits: " + ", ".join(f"{c} {n}/{K}" for c, n in summary["converged"].items()) + ".", "",
+        f"Flow validation (classifier AUC flow vs reference, 0.5 = perfect): mean {np.mean(auc):.4f}, "
+        f"range {min(auc):.4f}-{max(auc):.4f}.", "",
+        "## Shifts against the large reference MC (units of the reference error)", "",
+        "| quantity | " + " | ".join(f"{c} mean | {c} RMS" for c in choices)
+        + "".join(f" | amplification {c}" for c in summary["amplification"]) + " |",
+        "|---|" + "---|---|" * len(choices) + "---|" * len(summary["amplification"]),
+    ]
+    for n in names:
+        row = f"| {n} | " + " | ".join(
+            f"{summary['shift'][c][n]['mean']:+.3f} ± {summary['shift'][c][n]['mean_error']:.3f} | "
+            f"{summary['shift'][c][n]['rms']:.3f}" for c in choices)
+        row += "".join(f" | {summary['amplification'][c][n]:.2f}" for c in summary["amplification"])
+        lines.append(row + " |")
+    lines += ["", "## Pulls against the generated truth", "",
+              "| quantity | " + " | ".join(f"{c} mean | {c} width" for c in summary["pull"]) + " |",
+              "|---|" + "---|---|" * len(summary["pull"])]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{summary['pull'][c][n]['mean']:+.2f} ± {summary['pull'][c][n]['mean_error']:.2f} | "
+            f"{summary['pull'][c][n]['width']:.2f} ± {summary['pull'][c][n]['width_error']:.2f}"
+            for c in summary["pull"]) + " |")
+    lines += ["", "## Wall time per toy (mean, s)", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in tmean.items()]
+    rw = [r["reweighting"] for r in records if r.get("reweighting")]
+    if rw:
+        lines += ["", f"DCTR reweighting: effective sample size {np.mean([x['ess_fraction'] for x in rw]):.3f} "
+                      f"of the flow sample on average."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_pulls(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastsim.events import atomic_path
+
+    names = summary["quantities"]
+    frac_idx = [i for i, n in enumerate(names) if n.startswith("F(") or n == "SF"]
+    choices = list(summary["pull"])
+    fig, axes = plt.subplots(1, len(frac_idx), figsize=(2.6 * len(frac_idx), 2.8), squeeze=False)
+    for ax, i in zip(axes[0], frac_idx):
+        for c in choices:
+            vals = np.asarray(summary["pull"][c]["_values"])[:, i]
+            ax.hist(vals, bins=np.linspace(-4, 4, 17), histtype="step", label=c)
+        ax.set_title(names[i], fontsize=8)
+        ax.set_xlabel("pull", fontsize=8)
+    axes[0][0].legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_shifts(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastsim.events import atomic_path
+
+    names = summary["quantities"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(names)), 3.5))
+    for k, c in enumerate(summary["shift"]):
+        m = [summary["shift"][c][n]["mean"] for n in names]
+        e = [summary["shift"][c][n]["rms"] for n in names]
+        ax.errorbar(x + 0.2 * (k - 1), m, yerr=e, fmt="o", ms=3, label=c)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(x, names, rotation=90, fontsize=6)
+    ax.set_ylabel("shift / reference error (mean ± RMS)")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, executor: str = "process",
+                scheduler: str | None = None, progress=None) -> dict:
+    """Run (or resume) all toys, then write report.md, metrics.json and plots."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from fastsim.events import write_text_atomic
+    from pwa import Model, fit_fractions_quadrature, load_model_card
+    from pwa.optimize import dumps
+    from pwa.parallel import map_tasks
+
+    out_dir = Path(out_dir)
+    (out_dir / "toys").mkdir(parents=True, exist_ok=True)
+    model = Model.from_card(load_model_card(settings.model))
+    if model.floating_lineshapes:
+        from pwa.errors import FitError
+
+        raise FitError(f"{settings.model}: the closure test fits couplings with fixed lineshapes; "
+                       "remove the 'float' entries of the card")
+    digest = settings.digest()
+    done: dict[int, dict] = {}
+    for k in range(settings.toys):
+        f = out_dir / "toys" / f"toy_{k:03d}.json"
+        if f.exists():
+            rec = json.loads(f.read_text())
+            if rec.get("settings_digest") == digest:
+                done[k] = rec
+    todo = [k for k in range(settings.toys) if k not in done]
+    if progress:
+        progress(len(done), settings.toys)
+    t0 = time.perf_counter()
+
+    def finished(i, rec):
+        done[todo[i]] = rec
+        if progress:
+            progress(len(done), settings.toys)
+
+    map_tasks(run_toy, [(settings, k, str(out_dir)) for k in todo], executor=executor,
+              workers=workers, scheduler=scheduler, on_result=finished)
+    records = [done[k] for k in range(settings.toys)]
+    truth_F = fit_fractions_quadrature(model, n_panels=settings.quadrature_panels).matrix
+    names = list(model.parameter_names) + [f"F({n})" for n in model.resonance_names] + ["SF"]
+    truth = np.concatenate([model.initial_values(), np.diag(truth_F), [np.trace(truth_F)]])
+    is_phase = np.array([n.endswith(".phase") for n in names])
+    summary = summarise(records, names, truth, is_phase)
+    summary["settings"] = asdict(settings)
+    summary["truth"] = dict(zip(names, truth.tolist()))
+    summary["flow_validation"] = [r["flow_validation"] for r in records]
+    summary["timings_s_mean"] = {k: float(np.mean([r["timings_s"].get(k, 0.0) for r in records]))
+                                 for k in records[0]["timings_s"]}
+    summary["wall_time_this_run_s"] = time.perf_counter() - t0
+    write_text_atomic(out_dir / "metrics.json", dumps(summary))
+    write_text_atomic(out_dir / "report.md", report_markdown(settings, summary, records))
+    plot_pulls(summary, out_dir / "pulls.png")
+    plot_shifts(summary, out_dir / "shifts.png")
+    return summary
