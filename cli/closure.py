@@ -186,8 +186,15 @@ def summarise(records: list[dict], names: list[str], truth: np.ndarray, is_phase
     """Shifts against the reference, pulls against the truth, amplification.
 
     ``names`` are the quantities (free parameters, then ``F(<resonance>)``
-    and ``SF``); ``truth`` their generated values.
+    and ``SF``); ``truth`` their generated values. A quantity fixed by
+    symmetry (SF = 1 without interference) has zero error: its shifts and
+    pulls are undefined and come out as NaN (null in JSON).
     """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _summarise(records, names, truth, is_phase)
+
+
+def _summarise(records: list[dict], names: list[str], truth: np.ndarray, is_phase: np.ndarray) -> dict:
     def arr(choice: str, key: str) -> np.ndarray:
         rows = []
         for r in records:
