@@ -98,13 +98,18 @@ def _load_card_and_data(model_path: Path, data_path: Path):
     return model, data
 
 
-def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: int):
-    """Events for the normalisation sum: an event file, or samples of a trained flow."""
-    from fastsim.events import read_events
+def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: int,
+                      reweight: Path | None = None):
+    """Events for the normalisation sum: an event file, or samples of a trained flow
+    (optionally DCTR-reweighted towards a conventional MC file)."""
+    from fastsim.events import Events, read_events
 
     if mc != "flow":
+        if reweight is not None:
+            raise UserError("--reweight corrects flow MC: use it with --mc flow")
         path = Path(mc)
         return read_events(path, model.reaction), {"mc": str(path)}
+    reference = read_events(reweight, model.reaction) if reweight is not None else None
     from fastsim import load_simulator
 
     path = flow_model or DEFAULT_FLOW
@@ -116,7 +121,16 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
         raise UserError(f"{path}: the flow generates {' '.join(events.reaction.particles)} events, "
                         f"the model describes {' '.join(model.reaction.particles)}")
     typer.echo(f"flow MC: {len(events)} events from {path} in {dt:.1f} s", err=True)
-    return events, {"mc": "flow", "flow_model": str(path), "n_flow": n_mc, "flow_seed": seed}
+    info = {"mc": "flow", "flow_model": str(path), "n_flow": n_mc, "flow_seed": seed}
+    if reference is not None:
+        from fastsim.reweight import dctr_weights
+
+        w, rw = dctr_weights(events.helicity_variables, reference.helicity_variables, seed=seed)
+        events = Events(events.momenta, w, events.reaction)
+        typer.echo(f"DCTR reweighting against {reweight} ({len(reference)} events): effective sample size "
+                   f"{rw['effective_sample_size']:.0f} ({100 * rw['ess_fraction']:.1f} % of {len(w)})", err=True)
+        info["reweighting"] = {"reference": str(reweight), **rw}
+    return events, info
 
 
 def _fit_config(optimizer: str, starts: int, seed: int, sf_target: float, sf_lambda: float,
@@ -153,6 +167,9 @@ def fit(
     sf_target: float = _SFT,
     sf_lambda: float = _SFL,
     lasso: float = typer.Option(0.0, "--lasso", min=0.0, help="LASSO strength lambda (0 = off)."),
+    reweight: Path = typer.Option(None, "--reweight",
+                                  help="With --mc flow: conventional MC file; a classifier between it and the "
+                                       "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
 ) -> None:
@@ -162,7 +179,7 @@ def fit(
     from pwa.report import write_fit_outputs
 
     m, data_events = _load_card_and_data(model, data)
-    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed, reweight)
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)

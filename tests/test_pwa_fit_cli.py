@@ -117,3 +117,19 @@ def test_bad_input_is_a_clean_error(files, tmp_path, case, message):
     assert message in " ".join(res.output.split())
     assert "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_fit_with_flow_mc_and_reweighting(files):
+    tmp, card = files
+    out = tmp / "flowfit"
+    res = runner.invoke(app, ["fit", "--model", str(card), "--data", str(tmp / "data.parquet"), "--mc", "flow",
+                              "--n-mc", "20000", "--reweight", str(tmp / "mc.parquet"), "--out", str(out),
+                              "--no-plots"])
+    assert res.exit_code == 0, res.output
+    d = json.loads((out / "result.json").read_text())
+    assert d["mc"] == "flow" and d["n_mc"] == 20000 and d["converged"]
+    assert 0 < d["reweighting"]["ess_fraction"] <= 1
+    assert "effective sample size" in res.output
+    bad = runner.invoke(app, ["fit", "--model", str(card), "--data", str(tmp / "data.parquet"), "--mc",
+                              str(tmp / "mc.parquet"), "--reweight", str(tmp / "mc.parquet")])
+    assert bad.exit_code == 2 and "use it with --mc flow" in bad.output
