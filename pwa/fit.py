@@ -330,7 +330,10 @@ def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.nd
                 x[i] = max(abs(x[i]), 0.05) * np.exp(rng.uniform(-1.0, 1.0))
             else:
                 x[i] = x[i] * (1.0 + rng.uniform(-0.1, 0.1))
-        starts.append(np.clip(x, lo + 1e-9 * np.abs(lo), hi - 1e-9 * np.abs(hi)))
+        # Keep strictly inside finite bounds (the sine/sqrt transforms are flat on them).
+        inner_lo = np.where(np.isfinite(lo), lo + 1e-9 * np.maximum(np.abs(lo), 1.0), -np.inf)
+        inner_hi = np.where(np.isfinite(hi), hi - 1e-9 * np.maximum(np.abs(hi), 1.0), np.inf)
+        starts.append(np.clip(x, inner_lo, inner_hi))
     return starts
 
 

@@ -202,3 +202,25 @@ def test_chunked_normalisation_cache_equals_one_shot(samples):
     np.testing.assert_allclose(chunked["norm_im"], one["norm_im"], rtol=1e-10, atol=1e-14)
     p = jnp.asarray(fixed.initial_values())
     np.testing.assert_allclose(fixed.normalisation(p, chunked), fixed.normalisation(p, one), rtol=1e-12)
+
+
+def test_random_starts_are_finite_distinct_and_inside_bounds(model):
+    from pwa.fit import random_starts
+
+    starts = random_starts(model, model.initial_values(), 5, seed=1)
+    assert len(starts) == 5
+    np.testing.assert_array_equal(starts[0], model.initial_values())
+    for x in starts[1:]:
+        assert np.all(np.isfinite(x))
+        assert not np.allclose(x, starts[0])
+        for v, (lo, hi) in zip(x, model.bounds):
+            assert (lo is None or v > lo) and (hi is None or v < hi)
+    again = random_starts(model, model.initial_values(), 5, seed=1)
+    np.testing.assert_array_equal(np.array(starts), np.array(again))
+
+
+def test_multi_start_fit_lists_minima(model, samples, problem, result):
+    res = fit(model, *samples, FitConfig(starts=3, seed=2, quadrature_panels=60), problem=problem)
+    assert res.converged
+    assert len(res.minima) >= 1
+    assert res.nll <= result.nll + 1e-6
