@@ -331,8 +331,10 @@ def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.nd
             else:
                 x[i] = x[i] * (1.0 + rng.uniform(-0.1, 0.1))
         # Keep strictly inside finite bounds (the sine/sqrt transforms are flat on them).
-        inner_lo = np.where(np.isfinite(lo), lo + 1e-9 * np.maximum(np.abs(lo), 1.0), -np.inf)
-        inner_hi = np.where(np.isfinite(hi), hi - 1e-9 * np.maximum(np.abs(hi), 1.0), np.inf)
+        inner_lo, inner_hi = lo.copy(), hi.copy()
+        fin_lo, fin_hi = np.isfinite(lo), np.isfinite(hi)
+        inner_lo[fin_lo] += 1e-9 * np.maximum(np.abs(lo[fin_lo]), 1.0)
+        inner_hi[fin_hi] -= 1e-9 * np.maximum(np.abs(hi[fin_hi]), 1.0)
         starts.append(np.clip(x, inner_lo, inner_hi))
     return starts
 

@@ -53,6 +53,22 @@ def result(model, samples, problem):
     return fit(model, *samples, FitConfig(quadrature_panels=60), problem=problem)
 
 
+@pytest.fixture(scope="module")
+def fixed_model():
+    """SMALL with fixed lineshapes: the fast (folded, normalisation-matrix) path."""
+    return Model.from_card({**SMALL, "resonances": [{**r, "float": []} for r in SMALL["resonances"]]})
+
+
+@pytest.fixture(scope="module")
+def fixed_problem(fixed_model, samples):
+    return FitProblem.build(fixed_model, *samples, quadrature_panels=60)
+
+
+@pytest.fixture(scope="module")
+def fixed_result(fixed_model, samples, fixed_problem):
+    return fit(fixed_model, *samples, FitConfig(quadrature_panels=60), problem=fixed_problem)
+
+
 def test_fit_recovers_generated_truth(model, result):
     assert result.converged, result.message
     assert result.positive_definite
@@ -119,7 +135,8 @@ def test_fraction_errors_match_numerical_propagation(model, problem, result):
     np.testing.assert_allclose(result.fraction_errors, err_fd, rtol=1e-5, atol=1e-9)
 
 
-def test_fraction_constraint_pulls_the_sum(model, samples, problem, result):
+def test_fraction_constraint_pulls_the_sum(fixed_model, samples, fixed_problem, fixed_result):
+    model, problem, result = fixed_model, fixed_problem, fixed_result
     target = result.sum_of_fractions + 0.10
     strong = fit(model, *samples, FitConfig(sf_target=target, sf_lambda=1.0, quadrature_panels=60),
                  problem=problem, x0=result.values)
@@ -157,13 +174,15 @@ def test_significance_conversion():
     assert z2 < z and p2 > p
 
 
-def test_significance_of_a_present_resonance_is_large(model, samples, result):
-    sig = significances(model, *samples, result, FitConfig(quadrature_panels=60), names=["f0(1710)"])
+def test_significance_of_a_present_resonance_is_large(fixed_model, samples, fixed_result):
+    sig = significances(fixed_model, *samples, fixed_result, FitConfig(quadrature_panels=60),
+                        names=["f0(1710)"])
     assert sig[0].n_parameters == 2
     assert sig[0].delta_nll > 0 and sig[0].sigma > 5
 
 
-def test_weighted_data_use_the_sandwich_covariance(model, samples, problem, result):
+def test_weighted_data_use_the_sandwich_covariance(fixed_model, samples, fixed_result):
+    model, result = fixed_model, fixed_result
     data, mc = samples
     w = np.where(np.arange(len(data)) % 2 == 0, 1.5, 0.5)
     weighted = Events(data.momenta, w, data.reaction)
@@ -188,10 +207,10 @@ def test_bad_inputs_give_fit_errors(model, samples):
         significances(model, data, mc, None, FitConfig(lasso=1.0))
 
 
-def test_chunked_normalisation_cache_equals_one_shot(samples):
+def test_chunked_normalisation_cache_equals_one_shot(fixed_model, samples):
     from pwa.fit import normalisation_cache
 
-    fixed = Model.from_card({**SMALL, "resonances": [{**r, "float": []} for r in SMALL["resonances"]]})
+    fixed = fixed_model
     _, mc = samples
     w = np.linspace(0.5, 1.5, len(mc))
     mc = Events(mc.momenta, w, mc.reaction)
@@ -219,7 +238,8 @@ def test_random_starts_are_finite_distinct_and_inside_bounds(model):
     np.testing.assert_array_equal(np.array(starts), np.array(again))
 
 
-def test_multi_start_fit_lists_minima(model, samples, problem, result):
+def test_multi_start_fit_lists_minima(fixed_model, samples, fixed_problem, fixed_result):
+    model, problem, result = fixed_model, fixed_problem, fixed_result
     res = fit(model, *samples, FitConfig(starts=3, seed=2, quadrature_panels=60), problem=problem)
     assert res.converged
     assert len(res.minima) >= 1
