@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import jax
@@ -275,7 +276,7 @@ class Model:
         ang = angular_factors(hv, tuple((self.spins[i], lr) for i, lr in self.terms))
         if fold_lineshapes:
             # jit: one compiled program instead of an op-by-op dispatch of every lineshape.
-            F = np.asarray(jax.jit(self._term_lineshapes)(jnp.asarray(self._template), jnp.asarray(hv[:, 0])))
+            F = np.asarray(self._compiled_term_lineshapes(jnp.asarray(self._template), jnp.asarray(hv[:, 0])))
             ang *= F[:, None, :]
         cache = {
             "m": jnp.asarray(hv[:, 0]),
@@ -286,9 +287,18 @@ class Model:
         if fold_lineshapes:
             cache["folded"] = jnp.zeros(())
         if normalisation_matrix:
-            M = jax.jit(self._term_integrals)(jnp.asarray(self._template), cache)
+            M = self._compiled_term_integrals(jnp.asarray(self._template), cache)
             cache["norm_re"], cache["norm_im"] = jnp.real(M), jnp.imag(M)
         return cache
+
+    @cached_property
+    def _compiled_term_lineshapes(self):
+        """jit once per model (a new jax.jit wrapper per call would recompile every time)."""
+        return jax.jit(self._term_lineshapes)
+
+    @cached_property
+    def _compiled_term_integrals(self):
+        return jax.jit(self._term_integrals)
 
     # --- apply many times (pure, jittable, differentiable in p) ---------------
 

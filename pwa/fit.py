@@ -35,7 +35,7 @@ from fastsim.events import Events
 from .amplitude import Model, require_x64
 from .errors import FitError
 from .fractions import phase_space_quadrature
-from .optimize import DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, dumps, propagate
+from .optimize import DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, dumps, hessian_summary, propagate
 
 
 @dataclass(frozen=True)
@@ -377,11 +377,34 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
 
 def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[MinimizeResult],
               config: FitConfig, wall: float) -> FitResult:
-    """FitResult from a minimisation: covariance, fractions with errors, NLL."""
+    """FitResult from a minimisation: covariance, fractions with errors, NLL.
+
+    Parameters on a bound (a coupling magnitude at 0) and the phases of
+    zero-magnitude couplings (which then have no effect) are excluded from
+    the covariance, the EDM and the positive-definiteness check: their
+    Hessian rows are meaningless there. They are reported "at limit" with a
+    zero error; the fit converges if the remaining Hessian is positive
+    definite and its EDM is small.
+    """
     model = problem.model
-    cov = best.covariance
+    names = model.parameter_names
+    excluded = np.asarray(best.at_limit, dtype=bool).copy()
+    for i, name in enumerate(names):
+        if excluded[i] and name.endswith(".mag"):
+            partner = name[: -len(".mag")] + ".phase"
+            if partner in names:
+                excluded[names.index(partner)] = True
+    free = ~excluded
+    cov, eig, edm = best.covariance, best.hessian_eigenvalues, best.edm
+    converged = best.converged
+    if excluded.any():
+        sub_cov, eig, edm = hessian_summary(best.hessian[np.ix_(free, free)], best.gradient[free])
+        cov = np.zeros_like(best.hessian)
+        cov[np.ix_(free, free)] = sub_cov
+        converged = bool(np.isfinite(best.fun) and edm < config.edm_tolerance and eig[0] > 0)
     if problem.weighted_data:
-        cov = problem.sandwich_covariance(best.x, best.covariance)
+        hinv = cov
+        cov = problem.sandwich_covariance(best.x, hinv)
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     gen = problem.gen_cache
     F, Fcov, _ = propagate(lambda p: model.fit_fractions(p, gen), best.x, cov)
@@ -394,13 +417,13 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
     return FitResult(
         model_source=str(model.card.source), parameter_names=tuple(model.parameter_names),
         resonance_names=tuple(model.resonance_names), values=best.x, errors=errors,
-        covariance=cov, nll=nll, objective=best.fun, converged=best.converged, edm=best.edm,
-        hessian_eigenvalues=best.hessian_eigenvalues, message=best.message,
+        covariance=cov, nll=nll, objective=best.fun, converged=converged, edm=edm,
+        hessian_eigenvalues=eig, message=best.message,
         optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
         sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F),
         fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(max(sf_var, 0.0))),
         sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
-        wall_time=wall, config=config, at_limit=best.at_limit)
+        wall_time=wall, config=config, at_limit=excluded)
 
 
 @dataclass(frozen=True)

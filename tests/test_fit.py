@@ -157,6 +157,12 @@ def test_lasso_removes_an_absent_resonance(detector):
     f_plain, _ = plain.fraction("f0(1710)")
     f_lasso, _ = lasso.fraction("f0(1710)")
     assert f_lasso < 0.005, (f_plain, f_lasso)
+    # A magnitude on its bound at 0 (and its then meaningless phase) is left out
+    # of the convergence check rather than making the Hessian indefinite.
+    assert lasso.converged, lasso.message
+    i = full.parameter_names.index("f0(1710):c0.phase")
+    if lasso.at_limit[full.parameter_names.index("f0(1710):c0.mag")]:
+        assert lasso.at_limit[i] and lasso.errors[i] == 0.0
     assert f_lasso <= f_plain
     # The true resonances survive.
     from pwa.fractions import fit_fractions_quadrature
