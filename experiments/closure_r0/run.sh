@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Full R0 closure test (issue 6): K toys, each with N data events, a conventional
+# MC budget of T events on which a fresh flow is trained, F flow events and a
+# large conventional reference of R events. Resumable: rerun the same command
+# after an interruption and finished toys are kept.
+#
+#   bash experiments/closure_r0/run.sh            # defaults below
+#   TOYS=10 WORKERS=2 bash experiments/closure_r0/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOYS=${TOYS:-20}
+N_DATA=${N_DATA:-20000}
+N_TRAIN=${N_TRAIN:-50000}
+N_FLOW=${N_FLOW:-500000}
+N_REF=${N_REF:-2000000}
+EPOCHS=${EPOCHS:-15}
+WORKERS=${WORKERS:-2}
+OUT=${OUT:-experiments/results/closure_r0}
+nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
+    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --workers "$WORKERS" \
+    --out "$OUT" --seed 2026
