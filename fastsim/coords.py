@@ -103,3 +103,42 @@ class CoordinateMap:
         if d.get("kind") != "affine_unit_box" or list(d.get("variables", [])) != list(HELICITY_VARIABLES):
             raise ValueError(f"unknown coordinate mapping {d!r}")
         return cls(m_min=float(d["m_min"]), m_max=float(d["m_max"]))
+
+
+def acceptance_knots(card, coords: CoordinateMap, parent_mass: float | None = None) -> list[list[float]]:
+    """Unit-box knots at the box-aligned acceptance edges of a detector card.
+
+    The photon recoils against X in the J/psi rest frame, so its polar angle is
+    that of -X: the barrel/endcap edges |cos theta_gamma| = barrel max, endcap
+    min and max are edges in cos theta_X at +-those values. Its energy
+    (M^2 - m^2) / (2 M) falls below the barrel and endcap thresholds e_min at
+    fixed m: edges in m. With resolution on, knots at +-2 and +-4 sigma of the
+    smearing are added around every edge. Returns one list of interior knots per coordinate
+    (for ``SplineFlow(pre_knots=...)``); empty for the azimuths and cos theta_1.
+    """
+    knots: list[list[float]] = [[] for _ in HELICITY_VARIABLES]
+    if card is None:
+        return knots
+    ph = card.photon
+    res = card.resolution
+    # Resolution smears each edge over a few sigma: extra knots at +-2 and +-4 sigma
+    # let the piecewise-constant density follow the smeared step (and leave the
+    # empty region beyond it nearly empty instead of spreading its few events).
+    offsets = (0.0, -4.0, -2.0, 2.0, 4.0) if res.enabled else (0.0,)
+    u_cos = set()
+    for c in {ph.barrel.cos_theta_max, ph.endcap.cos_theta_min, ph.endcap.cos_theta_max}:
+        if not 0.0 < c < 1.0:
+            continue
+        sigma = res.sigma_angle * np.sqrt(1.0 - c * c)
+        for s in (-1.0, 1.0):
+            u_cos.update((s * c + k * sigma + 1.0) / 2.0 for k in offsets)
+    knots[1] = sorted(float(v) for v in u_cos if 0.0 < v < 1.0)
+    if parent_mass is not None:
+        u_m = set()
+        for e_min in (ph.barrel.e_min, ph.endcap.e_min):
+            m2 = parent_mass ** 2 - 2.0 * parent_mass * e_min
+            if e_min > 0.0 and m2 > 0.0:
+                u_m.update((np.sqrt(m2) + k * res.sigma_m - coords.m_min) / (coords.m_max - coords.m_min)
+                           for k in offsets)
+        knots[0] = sorted(float(v) for v in u_m if 0.0 < v < 1.0)
+    return knots

@@ -141,6 +141,8 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
     model = build_model(config.kind, config.hyperparameters).to(device)
     opt, sched = _optimizer(model, config, config.epochs * n_batches)
     if resume is None:
+        if hasattr(model, "fit_pre_transform"):
+            model.fit_pre_transform(torch.as_tensor(u[tr_idx], dtype=torch.float64, device=device))
         state = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0,
                  "elapsed_s": 0.0, "finished": False, "stop_reason": None, "n_train": len(x_train),
                  "n_val": len(x_val)}

@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--flow", default="models/flow_besiii_like.pt")
     ap.add_argument("--vae", default=None)
     ap.add_argument("--n", type=int, default=500_000)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the main measurement (the flow is also timed with 2)")
     ap.add_argument("--out", default="experiments/results/flow_benchmark.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,6 +57,10 @@ def main() -> None:
         r_ev = rate(lambda: [Events.from_helicity_variables(hv, sim.reaction)
                              for hv in sim.iter_sample_hv(n, seed=1)], n)
         res[name] = {"checkpoint": path, "sample_hv_per_s": r_hv, "sample_four_momenta_per_s": r_ev}
+        other = 2 if args.threads != 2 else 1
+        torch.set_num_threads(other)
+        res[name][f"sample_hv_per_s_{other}_threads"] = rate(lambda: sim.sample_hv(n, seed=1), n)
+        torch.set_num_threads(args.threads)
         if name == "flow":
             hv = sim.sample_hv(100_000, seed=2)
             t0 = time.perf_counter()
