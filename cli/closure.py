@@ -79,7 +79,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     import torch
 
     torch.set_num_threads(1)  # toys run in parallel processes: one thread each
-    from fastsim.coords import CoordinateMap
+    from fastsim.coords import CoordinateMap, acceptance_knots
     from fastsim.events import (Detector, Events, iter_conventional_mc, load_detector_card,
                                 write_text_atomic)
     from fastsim.generator import FastSimulator
@@ -108,8 +108,11 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
 
     t = clock()
     coords = CoordinateMap.for_reaction(reaction)
+    hyper = dict(settings.flow_hyperparameters)
+    if det.card is not None:  # as `fastsim train`: pre-transform knots at the acceptance edges
+        hyper.setdefault("pre_knots", acceptance_knots(det.card, coords, reaction.parent_mass))
     trained = train_flow(coords.to_unit(small.helicity_variables),
-                         TrainConfig(kind="flow", hyperparameters=dict(settings.flow_hyperparameters),
+                         TrainConfig(kind="flow", hyperparameters=hyper,
                                      epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
                                      seed=_seed(settings, toy, 3)))
     sim = FastSimulator(trained["model"], coords)
