@@ -52,7 +52,9 @@ class ClosureSettings:
     quadrature_panels: int = 120
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what defines one toy (not the number of toys: a run can be extended)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "toys"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _seed(settings: ClosureSettings, toy: int, stage: int) -> int:
