@@ -40,7 +40,7 @@ from fastsim.events import Events, Reaction
 
 from .card import ModelCard, load_model_card, parse_model_card
 from .errors import ModelCardError, PrecisionError
-from .lineshapes import LINESHAPES, LineshapeContext, LineshapeFunction
+from .lineshapes import LINESHAPES, LineshapeContext, LineshapeFunction, require_above_threshold
 from .wigner import wigner_D_conj
 
 #: (M, lambda_gamma) of the four incoherent spin states, in cache order.
@@ -48,6 +48,24 @@ SPIN_STATES: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 #: A per-sample cache: a dict pytree of jnp float64 arrays.
 Cache = dict[str, jnp.ndarray]
+
+
+#: A floating Breit-Wigner mass stays this far (GeV) above the P1 P2 threshold.
+THRESHOLD_MARGIN = 1e-3
+
+
+def _fit_bound(resonance, name: str, reaction: Reaction) -> tuple[float | None, float | None]:
+    """Fit bound of a lineshape parameter.
+
+    A Breit-Wigner with energy-dependent width needs q0 = q(m0) > 0, so a
+    floating BW mass is bounded below by the P1 P2 threshold (plus a small
+    margin): without it a fit can step below threshold into NaNs.
+    """
+    lo, hi = resonance.parameter_bounds(name)
+    if name == "mass" and LINESHAPES[resonance.lineshape_type].validate is require_above_threshold:
+        thr = reaction.m1 + reaction.m2 + THRESHOLD_MARGIN
+        lo = thr if lo is None else max(lo, thr)
+    return lo, hi
 
 
 def require_x64() -> None:
@@ -146,7 +164,7 @@ class Model:
                 phase_index.append(add(f"{r.name}:c{lr}.phase", phase, not fixed, (None, None)))
             ls = LINESHAPES[r.lineshape_type]
             fns.append(ls.bind(LineshapeContext(r.spin, reaction.m1, reaction.m2)))
-            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, r.parameter_bounds(p))
+            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, _fit_bound(r, p, reaction))
                              for p, v in r.lineshape_parameters.items()})
         free_arr = np.flatnonzero(free)
         return cls(

@@ -157,7 +157,7 @@ def blatt_weisskopf_squared(z: jnp.ndarray, L: int) -> jnp.ndarray:
     raise ValueError(f"Blatt-Weisskopf factor for L = {L} not implemented (0..4)")
 
 
-def _above_threshold(params: Mapping[str, float], ctx: LineshapeContext) -> list[str]:
+def require_above_threshold(params: Mapping[str, float], ctx: LineshapeContext) -> list[str]:
     thr = ctx.m1 + ctx.m2
     if params["mass"] <= thr:
         return [f"mass {params['mass']} GeV is not above the P1 P2 threshold {thr:.6f} GeV, where q0 "
@@ -172,7 +172,7 @@ _BW_BOUNDS: dict[str, Bound] = {"mass": (0.0, None), "width": (1e-6, None), "rad
 
 
 @register_lineshape("BW", ("mass", "width", "radius"), defaults={"radius": 1.0},
-                    bounds=_BW_BOUNDS, validate=_above_threshold,
+                    bounds=_BW_BOUNDS, validate=require_above_threshold,
                     example={"mass": 1.5223, "width": 0.0858, "radius": 1.0}, example_spin=2)
 def breit_wigner(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
     """Relativistic Breit-Wigner with energy-dependent width and Blatt-Weisskopf factor."""

@@ -283,3 +283,16 @@ def test_folded_lineshapes_equal_the_general_path():
     floating = Model.from_card(MIXED)
     with pytest.raises(ValueError, match="need fixed lineshapes"):
         floating.precompute(data, fold_lineshapes=True)
+
+
+def test_floating_bw_mass_is_bounded_above_threshold():
+    """A BW with energy-dependent width needs q0 > 0: its floating mass cannot cross the threshold."""
+    card = {"resonances": [
+        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
+         "float": ["mass"], "couplings": {0: [1.0, 0.0]}},
+        {"name": "X", "spin": 0, "lineshape": {"type": "BW", "mass": 0.995, "width": 0.06},
+         "float": ["mass"], "couplings": {0: [1.0, 0.0]}}], "reference": "f0(980)"}
+    model = Model.from_card(card)
+    bounds = dict(zip(model.parameter_names, model.bounds))
+    assert bounds["X:mass"][0] == pytest.approx(2 * 0.493677 + 1e-3)
+    assert bounds["f0(980):mass"][0] < 0.979  # a Flatte may sit below threshold

@@ -1,0 +1,257 @@
+"""Our likelihood against ComPWA's ampform + tensorwaves, same events, same process.
+
+Same resonances (the colleague's R0_LIKE set: all relativistic BW with
+energy-dependent width and Blatt-Weisskopf factor, d = 1 GeV^-1), same
+couplings (ours; the baseline module converts to ampform's (-1)^lR), same
+data (accept-reject from the tensorwaves intensity) and MC four-momenta.
+Before timing, the two NLLs are compared at two parameter points.
+
+Usage (niced; the machine is shared):
+    nice python experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
+        [--tw-fit fixed] [--tw-fit floating]
+
+Writes the section ``<n_data>_<n_mc>`` of experiments/results/bench_vs_tensorwaves.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import run_tensorwaves_baseline as rtb  # noqa: E402
+import tensorwaves_baseline as twb  # noqa: E402
+
+ROOT = HERE.parents[1]
+OUT = ROOT / "experiments" / "results" / "bench_vs_tensorwaves.json"
+
+
+def our_card(floating: bool, couplings: dict) -> dict:
+    """Card dict of the R0_LIKE set; couplings: {name: {lR: complex (ours)}}."""
+    res = []
+    for r in rtb.R0_LIKE:
+        entry = {"name": r["name"], "spin": r["spin"],
+                 "lineshape": {"type": "BW", "mass": r["mass"], "width": r["width"], "radius": twb.MESON_RADIUS},
+                 "couplings": {int(l): [float(abs(c)), float(np.angle(c))] for l, c in couplings[r["name"]].items()}}
+        if floating:
+            entry["float"] = ["mass", "width"]
+        res.append(entry)
+    return {"resonances": res, "reference": rtb.R0_LIKE[0]["name"]}
+
+
+def our_vector(model, couplings: dict, masses: dict, widths: dict) -> np.ndarray:
+    """Our free-parameter vector from couplings (ours), masses, widths."""
+    out = []
+    for name in model.parameter_names:
+        res, par = name.split(":")
+        if par.startswith("c"):
+            l, kind = par[1:].split(".")
+            c = complex(couplings[res][int(l)])
+            out.append(abs(c) if kind == "mag" else np.angle(c))
+        else:
+            out.append({"mass": masses, "width": widths}[par][res])
+    return np.asarray(out, dtype=np.float64)
+
+
+def timed(fn, repeats):
+    fn()  # warm (compile)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts), ts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-data", type=int, default=20_000)
+    ap.add_argument("--n-mc", type=int, default=400_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--tw-repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--cases", default="fixed,floating")
+    ap.add_argument("--fit-floating", action="store_true",
+                    help="also fit with floating masses/widths (pwa.optimize.Minimizer's one-shot Hessian: "
+                         "needs ~30 GB at 400,000 MC)")
+    ap.add_argument("--hessian-chunk", type=int, default=50_000,
+                    help="floating case: Hessian through pwa.chunked with MC chunks of this size")
+    ap.add_argument("--tw-fit", action="append", default=[], choices=["fixed", "floating"],
+                    help="also time tensorwaves' fit (scipy BFGS, analytic gradient) in this process")
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    from fastsim.events import Events
+    from pwa.amplitude import Model
+    from pwa.optimize import Minimizer
+
+    env = rtb.environment()
+    # --- same events as the colleague's baseline --------------------------------------
+    t = time.perf_counter()
+    tw = twb.build_model(rtb.R0_LIKE)
+    tw_build = time.perf_counter() - t
+    truth_tw = tw.to_parameters(rtb.R0_COUPLINGS)
+    tw.set_parameters(truth_tw)
+    truth_all = dict(tw.values)  # every ampform parameter at the truth (masses, widths, radii too)
+    p_data = rtb.generate_data(tw, args.n_data, args.seed)
+    p_mc = rtb.flat_momenta(args.n_mc, args.seed + 777)
+    data_tw, mc_tw = rtb.datasets(tw, p_data), rtb.datasets(tw, p_mc)
+    data_ev, mc_ev = Events(p_data), Events(p_mc)
+
+    # start point exactly as run_tensorwaves_baseline.run_fit draws it
+    rng = np.random.default_rng(args.seed + 5)
+    free_c = tw.coupling_parameter_names()
+    free_mw = free_c + tw.mass_width_parameter_names()
+    start_tw = {}
+    for k in free_mw:
+        v = tw.values[k]
+        if isinstance(v, complex):
+            start_tw[k] = v * (1 + 0.15 * rng.normal()) * np.exp(0.15j * rng.normal())
+        else:
+            start_tw[k] = float(v) * (1 + 0.01 * rng.normal())
+
+    def ours_from_tw(pars):
+        full = {**truth_all, **pars}
+        c = tw.from_parameters(full)
+        m = {r["name"]: full[tw.mass_names[r["name"]]] for r in rtb.R0_LIKE}
+        w = {r["name"]: full[tw.width_names[r["name"]]] for r in rtb.R0_LIKE}
+        return c, m, w
+
+    report = {"environment": env, "loadavg_at_start": os.getloadavg(),
+              "n_data": args.n_data, "n_mc": args.n_mc, "resonances": rtb.R0_LIKE,
+              "tensorwaves_model_build_s": tw_build, "cases": {}, "out": args.out,
+              "key": f"{args.n_data}_{args.n_mc}_{args.cases.replace(',', '+')}"
+                     + ("_twfit_" + "+".join(args.tw_fit) if args.tw_fit else "")}
+    for case, free in (("masses_widths_fixed", free_c), ("masses_widths_floating", free_mw)):
+        floating = case.endswith("floating")
+        if ("floating" if floating else "fixed") not in args.cases.split(","):
+            continue
+        model = Model.from_card(our_card(floating, rtb.R0_COUPLINGS))
+        t = time.perf_counter()
+        data_cache = model.precompute(data_ev)
+        mc_cache = model.precompute(mc_ev, normalisation_matrix=not floating)
+        jax.block_until_ready(mc_cache)
+        precompute_s = time.perf_counter() - t
+        x_truth = our_vector(model, *ours_from_tw(truth_tw))
+        start_case = {k: start_tw[k] for k in free}
+        x_start = our_vector(model, *ours_from_tw(start_case))
+
+        nll = jax.jit(model.nll)
+        vg = jax.jit(jax.value_and_grad(model.nll))
+        a = (data_cache, mc_cache)
+        if floating:
+            # one-shot forward-over-reverse Hessian holds n_free tangents of every per-event
+            # intermediate (30 GB here): accumulate it over MC chunks instead.
+            from pwa.chunked import ChunkedNLL
+
+            chunked = ChunkedNLL.from_caches(model, data_cache, mc_cache, args.hessian_chunk)
+            hess = lambda x, *_: chunked.hessian(x)  # noqa: E731
+        else:
+            hess = jax.jit(jax.hessian(model.nll))
+
+        # --- agreement (NLL differences between two points; here also absolute) ------
+        tw_fns = twb.nll_functions(tw, data_tw, mc_tw, free, truth_all)
+        ours_vals = [float(nll(jnp.asarray(x), *a)) for x in (x_truth, x_start)]
+        tw_vals = [tw_fns.value(truth_all), tw_fns.value(start_case)]
+        agree = {"ours": ours_vals, "tensorwaves": tw_vals,
+                 "difference_ours": ours_vals[1] - ours_vals[0],
+                 "difference_tensorwaves": tw_vals[1] - tw_vals[0]}
+        agree["relative_disagreement_of_differences"] = abs(agree["difference_ours"] - agree["difference_tensorwaves"]) / abs(agree["difference_tensorwaves"])
+        print(case, "agreement", agree, flush=True)
+        if agree["relative_disagreement_of_differences"] > 1e-8:
+            raise SystemExit(f"NLLs disagree: {agree}")
+
+        # --- timings ------------------------------------------------------------------
+        xs = jnp.asarray(x_start)
+        t = time.perf_counter(); jax.block_until_ready(vg(xs, *a)); vg_first = time.perf_counter() - t
+        t = time.perf_counter(); jax.block_until_ready(hess(xs, *a)); h_first = time.perf_counter() - t
+        v_med, v_all = timed(lambda: jax.block_until_ready(nll(xs, *a)), args.repeats)
+        g_med, g_all = timed(lambda: jax.block_until_ready(vg(xs, *a)), args.repeats)
+        h_med, h_all = timed(lambda: jax.block_until_ready(hess(xs, *a)), max(3, args.repeats // 2))
+        tw_t = twb.time_nll_and_gradient(tw, data_tw, mc_tw, free, {**truth_all, **start_case},
+                                         repeats=args.tw_repeats)
+
+        # --- our fit (trust-exact with exact Hessian), first (with compile) and warm -----
+        mz = Minimizer(model.nll, model.n_free, model.bounds, args=a)
+        fits, first, warm = [], None, None
+        for optimizer in ("trust-exact", "minuit") if (not floating or args.fit_floating) else ():  # second one only if the first fails
+            runs = []
+            for _ in range(2):  # first call includes compilation, second is warm
+                t = time.perf_counter()
+                try:
+                    r = mz.minimize(x_start, optimizer=optimizer)
+                except Exception as exc:  # noqa: BLE001 - recorded, then the next optimizer is tried
+                    fits.append({"optimizer": optimizer, "failed": repr(exc)[:300],
+                                 "wall_s": time.perf_counter() - t})
+                    print(case, "fit failed", optimizer, repr(exc)[:300], flush=True)
+                    break
+                runs.append({"wall_s": time.perf_counter() - t, "nll_min": float(r.fun),
+                             "converged": bool(r.converged), "edm": float(r.edm),
+                             "n_iterations": int(r.n_iterations), "n_evaluations": int(r.n_evaluations),
+                             "optimizer": r.optimizer})
+            fits += runs
+            if len(runs) == 2:
+                first, warm = runs
+                break
+        print(case, "our fits", fits, flush=True)
+        entry = {
+            "n_free_real": model.n_free,
+            "agreement": agree,
+            "ours": {"precompute_s": precompute_s, "value_median_s": v_med, "value_all_s": v_all,
+                     "value_and_gradient_first_call_s": vg_first, "value_and_gradient_median_s": g_med,
+                     "value_and_gradient_all_s": g_all, "hessian_first_call_s": h_first,
+                     "hessian_median_s": h_med, "hessian_all_s": h_all,
+                     "hessian_over_gradient": h_med / g_med, "fits": fits},
+            "tensorwaves": tw_t,
+            "ratios": {"value": tw_t["value_median_s"] / v_med, "gradient": tw_t["gradient_median_s"] / g_med},
+        }
+        tag = "fixed" if not floating else "floating"
+        if tag in args.tw_fit:
+            twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="scipy",
+                                 use_analytic_gradient=True, fixed=truth_all)
+            twfit.pop("parameters", None)
+            entry["tensorwaves_fit"] = twfit
+            if warm:
+                entry["ratios"]["fit_warm"] = twfit["fit_median_s"] / warm["wall_s"]
+                entry["ratios"]["fit_tw_warm_over_ours_first"] = twfit["fit_median_s"] / first["wall_s"]
+                entry["ratios"]["nll_min_ours_minus_tensorwaves"] = warm["nll_min"] - twfit["nll_min"]
+            print(case, "tw fit", twfit, flush=True)
+        if floating:
+            entry["ours"]["hessian_method"] = f"pwa.chunked.ChunkedNLL, MC chunks of {args.hessian_chunk}"
+        report["cases"][case] = entry
+        print(case, json.dumps(entry["ratios"]), flush=True)
+        write(report)
+    return 0
+
+
+def write(report) -> None:
+    import jax
+
+    report["loadavg_at_end"] = os.getloadavg()
+    dev = jax.devices()[0]
+    report["device"] = {"name": str(dev), "kind": getattr(dev, "device_kind", ""), "platform": dev.platform}
+    out = Path(report["out"])
+    doc = json.loads(out.read_text()) if out.exists() else {
+        "description": "ours (pwa) vs ampform+tensorwaves (JAX backend), same events, same process; "
+                       "times in seconds (median of warm calls); ratios = tensorwaves time / our time. "
+                       "Produced by experiments/bench/bench_vs_tensorwaves.py."}
+    key = report["key"]
+    doc[key] = {k: v for k, v in report.items() if k not in ("out", "key")}
+    out.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    print("wrote", out, key)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
