@@ -89,13 +89,16 @@ def generate(
 DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "models" / "flow_besiii_like.pt"
 
 
-def _load_card_and_data(model_path: Path, data_path: Path):
+def _load_fit_inputs(model_path: Path, data_path: Path, mc: str, flow_model: Path | None, n_mc: int,
+                     seed: int, reweight: Path | None = None):
+    """(model, data events, normalisation events, MC description) from the command's options."""
     from fastsim.events import read_events
     from pwa import Model, load_model_card
 
     model = Model.from_card(load_model_card(model_path))
     data = read_events(data_path, model.reaction)
-    return model, data
+    mc_events, mc_info = _normalisation_mc(model, mc, flow_model, n_mc, seed, reweight)
+    return model, data, mc_events, mc_info
 
 
 def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: int,
@@ -178,8 +181,7 @@ def fit(
     from pwa.fit import FitProblem, fit as run_fit, significances
     from pwa.report import write_fit_outputs
 
-    m, data_events = _load_card_and_data(model, data)
-    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed, reweight)
+    m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)
@@ -238,8 +240,7 @@ def scan_fraction(
     from pwa.scans import plot_fraction_scan, scan_fraction as run_scan
 
     grid = _grid(targets, log=False)
-    m, data_events = _load_card_and_data(model, data)
-    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     problem = FitProblem.build(m, data_events, mc_events)
     config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
     with progress_bar() as bar:
@@ -281,8 +282,7 @@ def lasso_scan(
     from pwa.scans import lasso_scan as run_lasso, plot_lasso_path
 
     grid = _grid(lambdas, log=True)
-    m, data_events = _load_card_and_data(model, data)
-    mc_events, mc_info = _normalisation_mc(m, mc, flow_model, n_mc, seed)
+    m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     config = _fit_config(optimizer, 1, seed, 1.0, 0.0, grid[0])
     with progress_bar() as bar:
         task = bar.add_task("LASSO path", total=len(grid))

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fastsim.events import Reaction
+from fastsim.events.cards import read_yaml_card
 
 from .errors import ModelCardError
 from .lineshapes import LINESHAPES, Bound, LineshapeContext
@@ -273,10 +274,5 @@ def load_model_card(path: str | Path) -> ModelCard:
             (the message names the file and the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelCardError(f"{path}: no such model card")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ModelCardError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml_card(path, ModelCardError, "model card")
     return parse_model_card(raw, source=str(path))

@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .cards import read_yaml_card
 from .particles import Reaction
 from .sample import Events
 
@@ -84,12 +84,7 @@ def load_detector_card(spec: str | Path | None) -> DetectorCard | None:
     if spec is None or str(spec).lower() == "none":
         return None
     path = DEFAULT_DETECTOR if str(spec).lower() == "default" else Path(spec)
-    if not path.is_file():
-        raise DetectorCardError(f"{path}: no such detector card (give a YAML path, 'default' or 'none')")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DetectorCardError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml_card(path, DetectorCardError, "detector card (give a YAML path, 'default' or 'none')")
     if not isinstance(raw, dict):
         raise DetectorCardError(f"{path}: expected a mapping of detector settings")
     try:
