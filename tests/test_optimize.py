@@ -1,5 +1,6 @@
 """Minimisers and error propagation on cases with known answers."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -102,3 +103,15 @@ def test_multi_start_finds_both_minima_of_a_double_well():
     assert len(distinct) == 2
     assert best.x[0] > 0 and best.fun < distinct[1].fun
     assert all(r.converged for r in distinct)
+
+
+def test_batched_hessian_equals_full_hessian():
+    from pwa.optimize import batched_hessian
+
+    def f(p, a):
+        return jnp.sum(jnp.sin(p) ** 2 * a) + jnp.prod(p[:3]) + (p @ p) ** 2
+
+    p = jnp.linspace(0.1, 1.3, 11)
+    a = jnp.arange(11.0)
+    for batch in (1, 4, 11, 16):
+        np.testing.assert_allclose(batched_hessian(f, batch)(p, a), jax.hessian(f)(p, a), rtol=1e-12, atol=1e-12)
