@@ -26,7 +26,8 @@ def projection_histograms(data_x: np.ndarray, data_w: np.ndarray, mc_x: np.ndarr
 
     Returns a dict of arrays: ``edges``, ``data``, ``data_err`` (sqrt of the
     sum of squared weights), ``model`` (scaled to the data's total weight),
-    ``model_err`` (MC statistics), ``pull``.
+    ``model_err`` (MC statistics), ``pull`` = (data - model) / sqrt(max(model,
+    sum w^2) + model_err^2).
     """
     edges = np.linspace(lo, hi, bins + 1)
     d, _ = np.histogram(data_x, edges, weights=data_w)
@@ -35,7 +36,9 @@ def projection_histograms(data_x: np.ndarray, data_w: np.ndarray, mc_x: np.ndarr
     m2, _ = np.histogram(mc_x, edges, weights=mc_w**2)
     scale = data_w.sum() / mc_w.sum()
     model, model_err = m * scale, np.sqrt(m2) * scale
-    err = np.sqrt(d2 + model_err**2)
+    # Pearson-like: the expected count's variance, so that empty data bins
+    # with a small expectation do not get a huge pull from sqrt(0).
+    err = np.sqrt(np.maximum(model, d2) + model_err**2)
     with np.errstate(invalid="ignore", divide="ignore"):
         pull = np.where(err > 0, (d - model) / err, 0.0)
     return {"edges": edges, "data": d, "data_err": np.sqrt(d2), "model": model,
