@@ -20,6 +20,9 @@ from .fractions import (FitFractions, fit_fractions_mc, fit_fractions_quadrature
                         phase_space_term_integrals)
 from .lineshapes import LINESHAPES, LineshapeContext, LineshapeType, register_lineshape
 from .wigner import wigner_D_conj, wigner_small_d
+from .fit import FitConfig, FitProblem, FitResult, Significance, fit, normalisation_cache, significances
+from .optimize import OPTIMIZERS, Minimizer, minimize, propagate, register_optimizer
+from .scans import lasso_scan, scan_fraction
 
 __all__ = [
     "Model", "SPIN_STATES", "angular_factors", "require_x64",
@@ -29,4 +32,7 @@ __all__ = [
     "phase_space_term_integrals",
     "LINESHAPES", "LineshapeContext", "LineshapeType", "register_lineshape",
     "wigner_D_conj", "wigner_small_d",
+    "FitConfig", "FitProblem", "FitResult", "Significance", "fit", "normalisation_cache", "significances",
+    "OPTIMIZERS", "Minimizer", "minimize", "propagate", "register_optimizer",
+    "lasso_scan", "scan_fraction",
 ]
