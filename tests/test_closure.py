@@ -11,28 +11,17 @@ from cli.pwa_app import app
 
 runner = CliRunner()
 
-CARD = {
-    "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
-    "resonances": [
-        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
-         "couplings": {0: [1.0, 0.0]}},
-        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4]}},
-        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-         "couplings": {0: [1.5, -0.5]}},
-    ],
-    "reference": "f0(980)",
-}
 
 ARGS = ["--toys", "2", "--n-data", "600", "--n-train", "4000", "--n-flow", "8000", "--n-reference", "20000",
         "--flow-epochs", "2", "--flow-layers", "2", "--flow-hidden", "16", "--executor", "serial", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, small_card):
+    raw = small_card
     tmp = tmp_path_factory.mktemp("closure")
     card = tmp / "card.yaml"
-    card.write_text(yaml.safe_dump(CARD, sort_keys=False))
+    card.write_text(yaml.safe_dump(raw, sort_keys=False))
     out = tmp / "out"
     res = runner.invoke(app, ["closure", "--model", str(card), "--out", str(out), *ARGS])
     return card, out, res

@@ -14,27 +14,15 @@ from pwa.toys import iter_toys
 
 runner = CliRunner()
 
-CARD = {
-    "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
-    "resonances": [
-        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
-         "couplings": {0: [1.0, 0.0]}},
-        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4]}},
-        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-         "couplings": {0: [1.5, -0.5]}},
-    ],
-    "reference": "f0(980)",
-}
-
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, small_card):
+    raw = small_card
     tmp = tmp_path_factory.mktemp("fitcli")
     card = tmp / "card.yaml"
-    card.write_text(yaml.safe_dump(CARD, sort_keys=False))
+    card.write_text(yaml.safe_dump(raw, sort_keys=False))
     det = Detector(load_detector_card("default"))
-    model = Model.from_card(CARD)
+    model = Model.from_card(raw)
     write_events(tmp / "data.parquet", Events.concatenate(list(iter_toys(model, 1500, det, seed=3))))
     write_events(tmp / "mc.parquet", conventional_mc(15_000, det, seed=4))
     return tmp, card
@@ -93,7 +81,8 @@ def test_lasso_scan(files):
     ("mismatch", "missing column(s) Kp_E"),
     ("bad_grid", "cannot read the grid"),
 ])
-def test_bad_input_is_a_clean_error(files, tmp_path, case, message):
+def test_bad_input_is_a_clean_error(files, tmp_path, case, message, small_card):
+    raw = small_card
     tmp, card = files
     args = ["fit", "--model", str(card), "--data", str(tmp / "data.parquet"), "--mc", str(tmp / "mc.parquet"),
             "--out", str(tmp_path / "o")]
@@ -101,7 +90,7 @@ def test_bad_input_is_a_clean_error(files, tmp_path, case, message):
         args[4] = str(tmp_path / "nope.parquet")
     elif case == "bad_card":
         bad = tmp_path / "card.yaml"
-        bad.write_text(yaml.safe_dump({**CARD, "reference": "f9(9999)"}, sort_keys=False))
+        bad.write_text(yaml.safe_dump({**raw, "reference": "f9(9999)"}, sort_keys=False))
         args[2] = str(bad)
     elif case == "mismatch":
         from fastsim.events import PhaseSpace, Reaction
