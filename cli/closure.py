@@ -253,7 +253,7 @@ def report_markdown(settings: ClosureSettings, summary: dict, records: list[dict
         "the spread (RMS) that the normalisation sample X adds. Amplification = RMS(small-MC shift) / "
         "RMS(flow shift): above 1 the flow beats the sample it was trained on (Butter et al., SciPost Phys. "
         "10 (2021) 139).", "",
-        f"Converged fits: " + ", ".join(f"{c} {n}/{K}" for c, n in summary["converged"].items()) + ".", "",
+        "Converged fits: " + ", ".join(f"{c} {n}/{K}" for c, n in summary["converged"].items()) + ".", "",
         f"Flow validation (classifier AUC flow vs reference, 0.5 = perfect): mean {np.mean(auc):.4f}, "
         f"range {min(auc):.4f}-{max(auc):.4f}.", "",
         "## Shifts against the large reference MC (units of the reference error)", "",

@@ -200,7 +200,7 @@ def plot_comparisons(hv_model: np.ndarray, hv_ref: np.ndarray, m_range: tuple[fl
     for i, name in enumerate(HELICITY_VARIABLES):
         a, edges = np.histogram(hv_model[:, i], BINS_1D, rng_list[i])
         b, _ = np.histogram(hv_ref[:, i], BINS_1D, rng_list[i])
-        sa, sb = b.sum() / a.sum(), 1.0
+        sa = b.sum() / a.sum()  # model scaled to the reference count
         ax = axes[0, i]
         ax.stairs(a * sa, edges, label=f"{label} (scaled)")
         ax.errorbar(0.5 * (edges[1:] + edges[:-1]), b, np.sqrt(b), fmt="k.", ms=3, label="reference")
