@@ -173,7 +173,7 @@ def train(
         def on_epoch(rec: dict) -> None:
             bar.update(task, val=f"{rec['val_loss']:.4f}", best=str(rec["best_epoch"]))
             bar.console.print(f"epoch {rec['epoch']:3d}  train {rec['train_loss']:.5f}  "
-                              f"val {rec['val_loss']:.5f}  lr {rec['lr']:.2e}  ({rec['epoch_s']:.0f} s)")
+                              f"val {rec['val_loss']:.5f}  lr {rec['lr']:.2e}  ({rec['epoch_s']:.1f} s)")
 
         result = fit(u, config, checkpoint=out, metadata=metadata, resume=resume_state, device=dev,
                      on_batch=on_batch, on_epoch=on_epoch)
@@ -272,3 +272,7 @@ def validate(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

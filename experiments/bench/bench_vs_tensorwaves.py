@@ -81,8 +81,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--cases", default="fixed,floating")
     ap.add_argument("--fit-floating", action="store_true",
-                    help="also fit with floating masses/widths (pwa.optimize.Minimizer's one-shot Hessian: "
-                         "needs ~30 GB at 400,000 MC)")
+                    help="also fit with floating masses/widths (trust-exact; exact Hessian in batches of "
+                         "8 tangents: a few GB at 400,000 MC)")
     ap.add_argument("--hessian-chunk", type=int, default=50_000,
                     help="floating case: Hessian through pwa.chunked with MC chunks of this size")
     ap.add_argument("--tw-fit", action="append", default=[], choices=["fixed", "floating"],
@@ -121,6 +121,19 @@ def main() -> int:
             start_tw[k] = v * (1 + 0.15 * rng.normal()) * np.exp(0.15j * rng.normal())
         else:
             start_tw[k] = float(v) * (1 + 0.01 * rng.normal())
+    # A 1 % draw puts f0(980) at 0.974 GeV, below the K+K- threshold (0.987 GeV), where a
+    # BW with energy-dependent width has q0 imaginary: our fit bounds BW masses to
+    # threshold + 1 MeV, tensorwaves continues analytically. Both fits start from the same
+    # point, so the draw is clipped to threshold + 5 MeV for both.
+    from pwa.amplitude import THRESHOLD_MARGIN
+    from fastsim.events import JPSI_GAMMA_KK
+
+    threshold = JPSI_GAMMA_KK.m1 + JPSI_GAMMA_KK.m2
+    clipped = {}
+    for name, k in tw.mass_names.items():
+        if k in start_tw and start_tw[k] < threshold + 5 * THRESHOLD_MARGIN:
+            clipped[name] = (start_tw[k], threshold + 5 * THRESHOLD_MARGIN)
+            start_tw[k] = threshold + 5 * THRESHOLD_MARGIN
 
     def ours_from_tw(pars):
         full = {**truth_all, **pars}
@@ -132,6 +145,7 @@ def main() -> int:
     report = {"environment": env, "loadavg_at_start": os.getloadavg(),
               "n_data": args.n_data, "n_mc": args.n_mc, "resonances": rtb.R0_LIKE,
               "tensorwaves_model_build_s": tw_build, "cases": {}, "out": args.out,
+              "start_masses_clipped_to_threshold": clipped,
               "key": f"{args.n_data}_{args.n_mc}_{args.cases.replace(',', '+')}"
                      + ("_twfit_" + "+".join(args.tw_fit) if args.tw_fit else "")}
     for case, free in (("masses_widths_fixed", free_c), ("masses_widths_floating", free_mw)):
@@ -222,6 +236,15 @@ def main() -> int:
             twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="scipy",
                                  use_analytic_gradient=True, fixed=truth_all)
             twfit.pop("parameters", None)
+            if not twfit["minimum_valid"] or twfit["nll_min"] >= twfit["nll_start"]:
+                # scipy BFGS gave up (seen in the floating case: no step accepted); fall back
+                # to tensorwaves' default optimiser, Minuit2 with its own numerical gradient
+                print(case, "tw scipy fit failed, trying Minuit2", twfit, flush=True)
+                failed = twfit
+                twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="minuit",
+                                     use_analytic_gradient=False, fixed=truth_all)
+                twfit.pop("parameters", None)
+                twfit["scipy_bfgs_attempt"] = failed
             entry["tensorwaves_fit"] = twfit
             if warm:
                 entry["ratios"]["fit_warm"] = twfit["fit_median_s"] / warm["wall_s"]
