@@ -149,7 +149,8 @@ class FastSimulator:
         """
         hv = np.asarray(hv, dtype=np.float64)
         inside = self.coords.inside(hv)
-        u = self.coords.to_unit(np.where(inside[:, None], hv, self.coords.from_unit(np.full_like(hv, 0.5))))
+        hv = np.where(inside[:, None], hv, self.coords.from_unit(np.full_like(hv, 0.5)))
+        u = self.coords.to_unit(hv)
         model = self._double_model() if float64 else self.model
         dtype = torch.float64 if float64 else torch.float32
         out = np.empty(len(hv))
@@ -159,6 +160,6 @@ class FastSimulator:
         for s in range(0, len(hv), chunk_size):
             t = torch.as_tensor(u[s:s + chunk_size], dtype=dtype, device=self.device)
             out[s:s + chunk_size] = model.log_prob_unit(t, **kwargs).double().cpu().numpy()
-        out += self.coords.log_jacobian
+        out += self.coords.log_det(hv)
         out[~inside] = -np.inf
         return out

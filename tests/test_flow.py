@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fastsim.coords import CoordinateMap
-from fastsim.events import JPSI_GAMMA_KK, Events
+from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 from fastsim.flow import SplineFlow, coupling_masks
 from fastsim.generator import FastSimulator, build_model
 from fastsim.vae import VAE
@@ -34,21 +34,40 @@ def flow64() -> SplineFlow:
     return perturbed(SplineFlow(**TINY_FLOW).double(), 0.3)
 
 
-def test_coordinate_map_round_trip_and_jacobian():
-    cm = CoordinateMap.for_reaction(JPSI_GAMMA_KK)
+@pytest.mark.parametrize("m_map", ["affine", "phase_space"])
+def test_coordinate_map_round_trip_and_jacobian(m_map):
+    cm = CoordinateMap.for_reaction(JPSI_GAMMA_KK, m_map=m_map)
     rng = np.random.default_rng(1)
     u = rng.uniform(size=(1000, 5))
     hv = cm.from_unit(u)
     assert cm.inside(hv).all()
     np.testing.assert_allclose(cm.to_unit(hv), u, atol=1e-12)
-    # The log-Jacobian is log of 1/(box volume).
     vol = (cm.m_max - cm.m_min) * 2 * (2 * np.pi) * 2 * (2 * np.pi)
-    assert cm.log_jacobian == pytest.approx(-np.log(vol), rel=1e-14)
+    if m_map == "affine":  # the log-Jacobian is log of 1/(box volume)
+        np.testing.assert_allclose(cm.log_det(hv), -np.log(vol), rtol=1e-14)
+    else:  # du_m/dm is the normalised phase-space density of m
+        ps = PhaseSpace(JPSI_GAMMA_KK)
+        expected = np.log(ps.m_density(hv[:, 0])) - np.log(vol / (cm.m_max - cm.m_min))
+        np.testing.assert_allclose(cm.log_det(hv), expected, atol=2e-3)
     assert CoordinateMap.from_dict(cm.to_dict()) == cm
     out = hv.copy()
     out[0, 0] = cm.m_min - 1e-3
     out[1, 3] = 1.0001
     assert not cm.inside(out)[:2].any() and cm.inside(out)[2:].all()
+    assert cm.to_unit(out)[0, 0] < 0.0  # outside maps outside
+
+
+def test_phase_space_map_flattens_phase_space_in_m():
+    """Under flat phase space u_m = G(m) is uniform (the map is the CDF of m)."""
+    from scipy import stats
+
+    cm = CoordinateMap.for_reaction(JPSI_GAMMA_KK)
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(100_000, np.random.default_rng(3))
+    u_m = cm.to_unit(hv)[:, 0]
+    assert stats.kstest(u_m, "uniform").pvalue > 1e-3
+    # negative control: the affine coordinate is far from uniform (sqrt edges)
+    u_aff = CoordinateMap.for_reaction(JPSI_GAMMA_KK, m_map="affine").to_unit(hv)[:, 0]
+    assert stats.kstest(u_aff, "uniform").pvalue < 1e-10
 
 
 def test_masks_transform_every_coordinate_given_every_other():
@@ -111,8 +130,7 @@ def _sobol_integral(sim: FastSimulator, m: int = 15) -> float:
 
     u = qmc.Sobol(5, scramble=True, seed=7).random_base2(m)
     hv = sim.coords.from_unit(u)
-    p = np.exp(sim.log_prob(hv))
-    return float(p.mean() * np.exp(-sim.coords.log_jacobian))
+    return float(np.mean(np.exp(sim.log_prob(hv) - sim.coords.log_det(hv))))
 
 
 def test_flow_density_integrates_to_one_in_physical_variables():
@@ -125,9 +143,9 @@ def test_flow_density_integrates_to_one_in_physical_variables():
     from scipy.stats import qmc
 
     u = qmc.Sobol(5, scramble=True, seed=7).random_base2(12)
-    p_unit = np.exp(sim.log_prob(sim.coords.from_unit(u)) - sim.coords.log_jacobian)
-    assert p_unit.mean() == pytest.approx(1.0, abs=2e-2)
-    assert np.exp(sim.coords.log_jacobian) < 1e-2
+    hv = sim.coords.from_unit(u)
+    assert np.exp(sim.log_prob(hv) - sim.coords.log_det(hv)).mean() == pytest.approx(1.0, abs=2e-2)
+    assert np.exp(sim.log_prob(hv)).mean() < 1e-2
 
 
 def test_vae_density_integrates_to_one():
@@ -162,12 +180,13 @@ def test_flow_samples_follow_its_density():
     sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.1))
     hv = sim.sample_hv(40_000, seed=1)
     # E_p[1 / p] over the unit box is its volume, 1.
-    inv_p = np.exp(-(sim.log_prob(hv) - sim.coords.log_jacobian))
+    inv_p = np.exp(-(sim.log_prob(hv) - sim.coords.log_det(hv)))
     assert inv_p.mean() == pytest.approx(1.0, abs=4 * inv_p.std() / np.sqrt(len(inv_p)))
     from scipy.stats import qmc
 
     u = qmc.Sobol(5, scramble=True, seed=2).random_base2(14)
-    w = np.exp(sim.log_prob(sim.coords.from_unit(u)) - sim.coords.log_jacobian)
+    hv_u = sim.coords.from_unit(u)
+    w = np.exp(sim.log_prob(hv_u) - sim.coords.log_det(hv_u))
     edges = np.linspace(0, 1, 11)
     for d in range(5):
         pred = np.histogram(u[:, d], edges, weights=w)[0] / w.sum()
@@ -210,9 +229,9 @@ def test_acceptance_knots_sit_at_the_photon_edges():
     knots = acceptance_knots(sharp, coords, JPSI_GAMMA_KK.parent_mass)
     cos = 2.0 * np.array(knots[1]) - 1.0
     np.testing.assert_allclose(cos, [-0.92, -0.86, -0.80, 0.80, 0.86, 0.92], atol=1e-12)
-    m = coords.m_min + np.array(knots[0]) * (coords.m_max - coords.m_min)
+    m = coords.m_from_unit(np.array(knots[0]))
     big_m = JPSI_GAMMA_KK.parent_mass
-    np.testing.assert_allclose((big_m ** 2 - m ** 2) / (2 * big_m), [0.05, 0.025], atol=1e-12)
+    np.testing.assert_allclose((big_m ** 2 - m ** 2) / (2 * big_m), [0.05, 0.025], atol=1e-10)
     assert knots[2] == knots[3] == knots[4] == []
     # With resolution: the same edges plus knots at +-2 and +-4 sigma around each.
     smeared = acceptance_knots(card, coords, JPSI_GAMMA_KK.parent_mass)
@@ -277,7 +296,7 @@ def test_flow_with_pre_transform_density_integrates_to_one_and_matches_samples(f
     assert _sobol_integral(sim) == pytest.approx(1.0, abs=5e-3)
     hv = sim.sample_hv(40_000, seed=1, chunk_size=15_000)
     assert sim.coords.inside(hv).all()
-    inv_p = np.exp(-(sim.log_prob(hv) - sim.coords.log_jacobian))
+    inv_p = np.exp(-(sim.log_prob(hv) - sim.coords.log_det(hv)))
     assert inv_p.mean() == pytest.approx(1.0, abs=4 * inv_p.std() / np.sqrt(len(inv_p)))
     # Negative control: the step of the pre-transform is visible in the samples.
     u1 = sim.coords.to_unit(hv)[:, 1]

@@ -61,7 +61,7 @@ def test_save_load_round_trip(trained, unit_sample):
     with torch.no_grad():
         direct = result["model"].double().log_prob_unit(torch.as_tensor(unit_sample[:200])).numpy()
     result["model"].float()
-    np.testing.assert_allclose(sim.log_prob(hv), direct + sim.coords.log_jacobian, atol=1e-5)
+    np.testing.assert_allclose(sim.log_prob(hv), direct + sim.coords.log_det(hv), atol=1e-5)
     sim2 = load_simulator(path)
     np.testing.assert_array_equal(sim.sample_hv(1000, seed=5), sim2.sample_hv(1000, seed=5))
 
