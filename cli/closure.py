@@ -50,10 +50,20 @@ class ClosureSettings:
     flow_hyperparameters: dict = field(default_factory=dict)
     optimizer: str = "trust-exact"
     quadrature_panels: int = 120
+    flow_batch_size: int = 2048
+    flow_learning_rate: float = 2e-3
+    flow_patience: int = 5
+    flow_m_map: str = "phase_space"
+
+    #: Fields added after the first runs, with the values those runs used: left out of the
+    #: digest at these values, so that toy files written before they existed stay valid.
+    _LATER_FIELDS = {"flow_batch_size": 2048, "flow_learning_rate": 2e-3, "flow_patience": 5,
+                     "flow_m_map": "affine"}
 
     def digest(self) -> str:
         """Hash of what defines one toy (not the number of toys: a run can be extended)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "toys"}
+        fields = {k: v for k, v in asdict(self).items() if k != "toys"
+                  and not (k in self._LATER_FIELDS and v == self._LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -109,13 +119,16 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     timings["mc_small"] = clock() - t
 
     t = clock()
-    coords = CoordinateMap.for_reaction(reaction)
+    coords = CoordinateMap.for_reaction(reaction, m_map=settings.flow_m_map)
     hyper = dict(settings.flow_hyperparameters)
     if det.card is not None:  # as `fastsim train`: pre-transform knots at the acceptance edges
         hyper.setdefault("pre_knots", acceptance_knots(det.card, coords, reaction.parent_mass))
     trained = train_flow(coords.to_unit(small.helicity_variables),
                          TrainConfig(kind="flow", hyperparameters=hyper,
                                      epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
+                                     batch_size=settings.flow_batch_size,
+                                     learning_rate=settings.flow_learning_rate,
+                                     patience=settings.flow_patience,
                                      seed=_seed(settings, toy, 3)))
     sim = FastSimulator(trained["model"], coords)
     timings["flow_training"] = clock() - t

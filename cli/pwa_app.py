@@ -155,6 +155,23 @@ _SFT = typer.Option(1.0, "--sf-target", help="Target sum of fractions of the con
 _SFL = typer.Option(0.0, "--sf-lambda", min=0.0, help="Strength of the fraction-sum constraint (0 = off).")
 
 
+def _executor_choice(value: str) -> str:
+    from pwa.parallel import EXECUTORS
+
+    if value not in EXECUTORS:
+        raise typer.BadParameter(f"unknown executor {value!r}; choose one of {', '.join(EXECUTORS)}")
+    return value
+
+
+_EXECUTOR = typer.Option("process", "--executor", callback=_executor_choice,
+                         help="Where independent fits (starts, scan points, refits) run: process (a local pool), "
+                              "dask or serial.")
+_WORKERS = typer.Option(None, "--workers", min=1,
+                        help="Processes of the pool or LocalCluster (default: one per fit, at most the CPU count).")
+_SCHEDULER = typer.Option(None, "--scheduler",
+                          help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster).")
+
+
 @app.command()
 @handle_errors
 def fit(
@@ -175,8 +192,14 @@ def fit(
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+    executor: str = _EXECUTOR,
+    workers: int = _WORKERS,
+    scheduler: str = _SCHEDULER,
 ) -> None:
-    """Unbinned maximum-likelihood fit; writes result.json, report.md and plots into --out."""
+    """Unbinned maximum-likelihood fit; writes result.json, report.md and plots into --out.
+
+    With --starts > 1 the starts run in parallel on --executor.
+    """
     _float64()
     from pwa.fit import FitProblem, fit as run_fit, significances
     from pwa.report import write_fit_outputs
@@ -185,7 +208,8 @@ def fit(
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)
-    result = run_fit(m, data_events, mc_events, config, problem=problem)
+    result = run_fit(m, data_events, mc_events, config, problem=problem, executor=executor, workers=workers,
+                     scheduler=scheduler)
     typer.echo(str(result))
     sig = None
     if significance:
@@ -231,8 +255,16 @@ def scan_fraction(
     optimizer: str = _OPT,
     seed: int = seed_option(),
     out: Path = typer.Option(Path("scan_out"), "--out", help="Output folder."),
+    executor: str = _EXECUTOR,
+    workers: int = _WORKERS,
+    scheduler: str = _SCHEDULER,
 ) -> None:
-    """Fraction scan: minimise NLL~ over a grid of SF targets; table and plot of NLL against SF."""
+    """Fraction scan: minimise NLL~ over a grid of SF targets; table and plot of NLL against SF.
+
+    With --executor serial each target starts from the previous minimum (one
+    branch of minima); otherwise the targets are independent fits from the
+    card's values, run in parallel.
+    """
     _float64()
     from fastsim.events import write_text_atomic
     from pwa.fit import FitProblem
@@ -245,7 +277,8 @@ def scan_fraction(
     config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
     with progress_bar() as bar:
         task = bar.add_task("fraction scan", total=len(grid))
-        points = run_scan(problem, grid, config, progress=lambda p: bar.advance(task))
+        points = run_scan(problem, grid, config, progress=lambda p: bar.advance(task), executor=executor,
+                          workers=workers, scheduler=scheduler)
     nll_min = min(p.result.nll for p in points)
     lines = ["| SF target (%) | SF fitted (%) | NLL - min | converged |", "|---|---|---|---|"]
     lines += [f"| {100 * p.setting:.1f} | {100 * p.result.sum_of_fractions:.2f} ± "
@@ -274,8 +307,16 @@ def lasso_scan(
     optimizer: str = _OPT,
     seed: int = seed_option(),
     out: Path = typer.Option(Path("lasso_out"), "--out", help="Output folder."),
+    executor: str = _EXECUTOR,
+    workers: int = _WORKERS,
+    scheduler: str = _SCHEDULER,
 ) -> None:
-    """LASSO path: every F_R against lambda, AIC/BIC per point, the selected model."""
+    """LASSO path: every F_R against lambda, AIC/BIC per point, the selected model.
+
+    With --executor serial each lambda starts from the previous minimum;
+    otherwise the lambdas, then the refits of the distinct selections, are
+    independent fits (from the card's values) run in parallel.
+    """
     _float64()
     from fastsim.events import write_text_atomic
     from pwa.optimize import dumps
@@ -287,7 +328,8 @@ def lasso_scan(
     with progress_bar() as bar:
         task = bar.add_task("LASSO path", total=len(grid))
         path, best = run_lasso(m, data_events, mc_events, grid, config, threshold=threshold,
-                               progress=lambda p: bar.advance(task))
+                               progress=lambda p: bar.advance(task), executor=executor, workers=workers,
+                               scheduler=scheduler)
     names = m.resonance_names
     lines = ["| lambda | " + " | ".join(names) + " | k | AIC | BIC |",
              "|---|" + "---|" * (len(names) + 3)]
@@ -324,6 +366,11 @@ def closure(
     flow_minutes: float = typer.Option(0.0, "--flow-minutes", min=0.0, help="Time budget per flow training (0: none)."),
     flow_layers: int = typer.Option(0, "--flow-layers", min=0, help="Coupling layers (0: the model default)."),
     flow_hidden: int = typer.Option(0, "--flow-hidden", min=0, help="Hidden units (0: the model default)."),
+    flow_bins: int = typer.Option(0, "--flow-bins", min=0, help="Spline bins (0: the model default)."),
+    flow_batch_size: int = typer.Option(2048, "--flow-batch-size", min=1, help="Events per training step."),
+    flow_lr: float = typer.Option(2e-3, "--flow-lr", min=0.0, help="Peak learning rate of the flow training."),
+    flow_patience: int = typer.Option(5, "--flow-patience", min=1,
+                                      help="Epochs without a validation improvement before the training stops."),
     optimizer: str = _OPT,
     workers: int = typer.Option(1, "--workers", min=1, help="Toys run in parallel processes."),
     executor: str = typer.Option("process", "--executor", help="process, serial or dask."),
@@ -337,10 +384,13 @@ def closure(
         hp["n_layers"] = flow_layers
     if flow_hidden:
         hp["hidden"] = flow_hidden
+    if flow_bins:
+        hp["n_bins"] = flow_bins
     settings = ClosureSettings(model=str(model), toys=toys, n_data=n_data, n_train=n_train, n_flow=n_flow,
                                n_reference=n_reference, seed=seed, detector=detector, reweight=reweight,
                                flow_epochs=flow_epochs, flow_minutes=flow_minutes, flow_hyperparameters=hp,
-                               optimizer=optimizer)
+                               optimizer=optimizer, flow_batch_size=flow_batch_size, flow_learning_rate=flow_lr,
+                               flow_patience=flow_patience)
     # Validate the cards before any toy starts.
     from fastsim.events import load_detector_card
     from pwa import load_model_card

@@ -20,8 +20,10 @@ from .fractions import (FitFractions, fit_fractions_mc, fit_fractions_quadrature
                         phase_space_term_integrals)
 from .lineshapes import LINESHAPES, LineshapeContext, LineshapeType, register_lineshape
 from .wigner import wigner_D_conj, wigner_small_d
-from .fit import FitConfig, FitProblem, FitResult, Significance, fit, normalisation_cache, significances
+from .fit import (FitConfig, FitProblem, FitResult, PortableProblem, Significance, fit, normalisation_cache,
+                  significances)
 from .optimize import OPTIMIZERS, Minimizer, minimize, propagate, register_optimizer
+from .parallel import EXECUTORS, map_tasks
 from .scans import lasso_scan, scan_fraction
 
 __all__ = [
@@ -32,7 +34,8 @@ __all__ = [
     "phase_space_term_integrals",
     "LINESHAPES", "LineshapeContext", "LineshapeType", "register_lineshape",
     "wigner_D_conj", "wigner_small_d",
-    "FitConfig", "FitProblem", "FitResult", "Significance", "fit", "normalisation_cache", "significances",
+    "FitConfig", "FitProblem", "FitResult", "PortableProblem", "Significance", "fit", "normalisation_cache",
+    "significances",
     "OPTIMIZERS", "Minimizer", "minimize", "propagate", "register_optimizer",
-    "lasso_scan", "scan_fraction",
+    "EXECUTORS", "map_tasks", "lasso_scan", "scan_fraction",
 ]

@@ -21,7 +21,11 @@ slope), so the objective stays differentiable and the exact Hessian exists.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -33,9 +37,12 @@ from scipy import stats
 from fastsim.events import Events
 
 from .amplitude import Model, require_x64
+from .card import parse_model_card
 from .errors import FitError
 from .fractions import phase_space_quadrature
-from .optimize import DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, dumps, hessian_summary, propagate
+from .optimize import (DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, best_of_starts, dumps, hessian_summary,
+                       propagate)
+from .parallel import check_executor, map_tasks
 
 
 @dataclass(frozen=True)
@@ -242,7 +249,7 @@ class FitProblem:
         """
         W = self.sum_data_weights
         model = self.model
-        use_sf, use_lasso, eps = bool(config.sf_lambda), bool(config.lasso), config.lasso_eps
+        use_sf, use_lasso, eps = objective_structure(config)
 
         def f(p, data_cache, mc_cache, gen_cache, hyper):
             val = model.nll(p, data_cache, mc_cache)
@@ -270,6 +277,31 @@ class FitProblem:
         return Minimizer(self.objective(config), self.model.n_free, self.model.bounds,
                          args=self.arguments(config))
 
+    def portable(self) -> "PortableProblem":
+        """This problem as plain, picklable data for fits in other processes.
+
+        The card travels as a dictionary and the caches as numpy arrays, so a
+        process-pool or Dask worker rebuilds the problem without reading or
+        precomputing events again (:func:`worker_problem`). Pass it as the
+        ``shared`` object of :func:`~pwa.parallel.map_tasks` so that the
+        caches travel once per worker, not once per task.
+        """
+        def to_numpy(cache: dict) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v) for k, v in cache.items()}
+
+        card = self.model.card.to_dict()
+        source = str(self.model.card.source)
+        caches = to_numpy(self.data_cache), to_numpy(self.mc_cache), to_numpy(self.gen_cache)
+        scalars = (self.n_data, self.n_mc, self.sum_data_weights, self.weighted_data)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((card, source, scalars)).encode())
+        for label, cache in zip(("data", "mc", "gen"), caches):
+            for key in sorted(cache):
+                a = np.ascontiguousarray(cache[key])
+                h.update(f"{label}.{key}:{a.dtype}{a.shape}".encode())
+                h.update(a)  # the buffer itself, no copy
+        return PortableProblem(card, source, *caches, *scalars, digest=h.hexdigest())
+
     def sandwich_covariance(self, p: np.ndarray, hessian_inverse: np.ndarray) -> np.ndarray:
         """H^-1 C H^-1 with C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)."""
         model = self.model
@@ -281,6 +313,108 @@ class FitProblem:
         w = np.asarray(self.data_cache["weights"])
         C = (G * (w**2)[:, None]).T @ G
         return hessian_inverse @ C @ hessian_inverse
+
+
+def objective_structure(config: FitConfig) -> tuple[bool, bool, float]:
+    """(SF constraint on, LASSO on, LASSO eps): what fixes the compiled objective's form.
+
+    Configs with the same structure share one compiled :class:`Minimizer`;
+    only the penalty strengths (arguments) differ.
+    """
+    return bool(config.sf_lambda), bool(config.lasso), float(config.lasso_eps)
+
+
+@dataclass(frozen=True, eq=False)
+class PortableProblem:
+    """A :class:`FitProblem` as picklable data (see :meth:`FitProblem.portable`).
+
+    Attributes:
+        card: the model card as a dictionary (``ModelCard.to_dict``).
+        source: the card's source (file name), kept for messages and results.
+        data_cache, mc_cache, gen_cache: the caches as numpy arrays.
+        n_data, n_mc, sum_data_weights, weighted_data: as in FitProblem.
+        digest: content hash of all the above; workers memoise by it.
+    """
+
+    card: dict
+    source: str
+    data_cache: dict[str, np.ndarray]
+    mc_cache: dict[str, np.ndarray]
+    gen_cache: dict[str, np.ndarray]
+    n_data: int
+    n_mc: int
+    sum_data_weights: float
+    weighted_data: bool
+    digest: str
+
+    def build(self) -> FitProblem:
+        """The FitProblem again (float64 JAX arrays; no event is read or precomputed)."""
+        require_x64()
+        model = Model.from_card(parse_model_card(self.card, source=self.source))
+
+        def to_jax(cache: dict) -> dict:
+            return {k: jnp.asarray(v) for k, v in cache.items()}
+
+        return FitProblem(model, to_jax(self.data_cache), to_jax(self.mc_cache), to_jax(self.gen_cache),
+                          self.n_data, self.n_mc, self.sum_data_weights, self.weighted_data)
+
+
+#: Problems a worker process keeps (least recently used dropped first), each
+#: with its compiled minimisers by objective structure.
+WORKER_MEMO_SIZE = 4
+_worker_memo: OrderedDict[str, tuple[FitProblem, dict[tuple, Minimizer]]] = OrderedDict()
+_worker_lock = threading.Lock()
+
+
+def _memo_entry(portable: PortableProblem) -> tuple[FitProblem, dict[tuple, Minimizer]]:
+    """The memo entry of ``portable``, built if missing (the caller holds ``_worker_lock``)."""
+    entry = _worker_memo.get(portable.digest)
+    if entry is None:
+        entry = _worker_memo[portable.digest] = (portable.build(), {})
+        while len(_worker_memo) > WORKER_MEMO_SIZE:
+            _worker_memo.popitem(last=False)
+    _worker_memo.move_to_end(portable.digest)
+    return entry
+
+
+def worker_problem(portable: PortableProblem) -> FitProblem:
+    """The problem of ``portable``, rebuilt once per process and then reused.
+
+    Tasks of one multi-start or scan all carry the same problem; the memo
+    (keyed by its digest) spares every task after the first in a worker the
+    rebuild and, with :func:`worker_minimizer`, the compilation.
+    """
+    with _worker_lock:
+        return _memo_entry(portable)[0]
+
+
+def worker_minimizer(portable: PortableProblem, config: FitConfig) -> Minimizer:
+    """A minimiser of ``config``'s objective on ``portable``'s problem, compiled once per process.
+
+    Returns a shallow copy of the memoised minimiser with its arguments set
+    to ``config``'s penalty strengths: it shares the compiled functions, and
+    concurrent tasks in one process (threaded Dask workers) do not race on
+    the arguments.
+    """
+    with _worker_lock:
+        problem, compiled = _memo_entry(portable)
+        key = objective_structure(config)
+        if key not in compiled:
+            compiled[key] = problem.minimizer(config)
+        mz = copy.copy(compiled[key])
+    mz.args = problem.arguments(config)
+    return mz
+
+
+def _minimize_options(config: FitConfig) -> dict:
+    """Keyword arguments of :meth:`Minimizer.minimize` from a config."""
+    return {"optimizer": config.optimizer, "max_iter": config.max_iter, "edm_tolerance": config.edm_tolerance}
+
+
+def _minimize_start(portable: PortableProblem, task: tuple[FitConfig, np.ndarray]) -> MinimizeResult | FitError:
+    """One start of a parallel multi-start (a :func:`~pwa.parallel.map_tasks` task, problem shared)."""
+    config, x0 = task
+    return worker_minimizer(portable, config).try_minimize(x0, **_minimize_options(config))
 
 
 def normalisation_cache(model: Model, chunks: Iterable[Events]) -> tuple[dict, int]:
@@ -341,8 +475,18 @@ def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.nd
 
 def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(), *,
         problem: FitProblem | None = None, x0: np.ndarray | None = None,
-        minimizer: Minimizer | None = None) -> FitResult:
+        minimizer: Minimizer | None = None, executor: str = "serial", workers: int | None = None,
+        scheduler: str | None = None) -> FitResult:
     """Fit ``model`` to ``data`` with ``mc`` as normalisation sample.
+
+    With ``config.starts`` > 1 and a parallel ``executor`` every start is a
+    task of :func:`pwa.parallel.map_tasks` (each worker rebuilds and compiles
+    the problem once, :func:`worker_problem`); the starts, the choice of the
+    best minimum and the distinct minima are those of the serial loop
+    (:func:`pwa.optimize.best_of_starts`), and the covariance and fractions
+    are computed here. The library default is ``"serial"``: fits nested in
+    other tasks (closure toys, scan points) then do not start pools of their
+    own; the command line defaults to ``"process"``.
 
     Args:
         model: the model (its card gives start values and floating parameters).
@@ -351,27 +495,38 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
         config: fit options.
         problem: a prebuilt :class:`FitProblem` (skips the precomputation).
         x0: start values (default: the card's).
-        minimizer: a prebuilt :class:`Minimizer` for this problem and config.
+        minimizer: a prebuilt :class:`Minimizer` for this problem and config
+            (used where the starts run in this process).
+        executor: ``"serial"``, ``"process"`` or ``"dask"`` for the starts.
+        workers: processes of the pool or LocalCluster (default: one per
+            start, at most the CPU count).
+        scheduler: Dask scheduler address; None starts a LocalCluster.
 
     Returns:
         :class:`FitResult`.
 
     Raises:
         FitError: when the fit cannot start (bad input) or every start fails.
+        ValueError: for an unknown executor.
     """
     t0 = time.perf_counter()
+    check_executor(executor)
     problem = problem or FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels)
     x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
     if model.n_free == 0:
         raise FitError(f"{model.card.source}: the model has no free parameter")
-    if minimizer is None:
-        mz = problem.minimizer(config)
-    else:
-        mz = minimizer
-        mz.args = problem.arguments(config)
     starts = random_starts(model, x0, max(config.starts, 1), config.seed)
-    best, distinct = mz.multi_start(starts, optimizer=config.optimizer, max_iter=config.max_iter,
-                                    edm_tolerance=config.edm_tolerance)
+    if len(starts) > 1 and executor != "serial":
+        outcomes = map_tasks(_minimize_start, [(config, x) for x in starts], executor=executor,
+                             workers=workers, scheduler=scheduler, shared=problem.portable())
+        best, distinct = best_of_starts(outcomes)
+    else:
+        if minimizer is None:
+            mz = problem.minimizer(config)
+        else:
+            mz = minimizer
+            mz.args = problem.arguments(config)
+        best, distinct = mz.multi_start(starts, **_minimize_options(config))
     return summarise(problem, best, distinct, config, time.perf_counter() - t0)
 
 

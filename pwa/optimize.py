@@ -330,29 +330,51 @@ class Minimizer:
 
     def multi_start(self, starts: Sequence[np.ndarray], *, nll_tolerance: float = 1e-3,
                     **kwargs) -> tuple[MinimizeResult, list[MinimizeResult]]:
-        """Minimise from every start; return the best and the distinct minima.
+        """Minimise from every start, one after the other; see :func:`best_of_starts`.
 
-        Minima are distinct when their objective values differ by more than
-        ``nll_tolerance``; the list holds one representative of each, sorted
-        by objective value. Starts whose fit raises are skipped (all failing
-        raises FitError).
+        ``kwargs`` go to :meth:`minimize`. Starts whose fit raises are skipped
+        (all failing raises FitError). To run the starts as parallel tasks,
+        call :meth:`try_minimize` per start and combine with :func:`best_of_starts`.
         """
-        results = []
-        errors = []
-        for x0 in starts:
-            try:
-                results.append(self.minimize(x0, **kwargs))
-            except FitError as exc:
-                errors.append(str(exc))
-        if not results:
-            raise FitError(f"every start failed: {errors[0]}")
-        results.sort(key=lambda r: (not r.converged, r.fun))
-        finite = sorted([r for r in results if np.isfinite(r.fun)], key=lambda r: r.fun)
-        distinct: list[MinimizeResult] = []
-        for r in finite:
-            if not distinct or r.fun - distinct[-1].fun > nll_tolerance:
-                distinct.append(r)
-        return results[0], distinct
+        return best_of_starts([self.try_minimize(x0, **kwargs) for x0 in starts], nll_tolerance=nll_tolerance)
+
+    def try_minimize(self, x0: np.ndarray, **kwargs) -> MinimizeResult | FitError:
+        """:meth:`minimize`, returning a FitError instead of raising it (one start of many)."""
+        try:
+            return self.minimize(x0, **kwargs)
+        except FitError as exc:
+            return exc
+
+
+def best_of_starts(outcomes: Sequence[MinimizeResult | FitError], *, nll_tolerance: float = 1e-3
+                   ) -> tuple[MinimizeResult, list[MinimizeResult]]:
+    """The best minimum and the distinct minima of several starts.
+
+    Args:
+        outcomes: per start, its :class:`MinimizeResult` or the FitError it
+            raised (failed starts are skipped), in start order.
+        nll_tolerance: minima are distinct when their objective values differ
+            by more than this.
+
+    Returns:
+        (best: the converged result with the lowest objective, or the lowest
+        objective if none converged; one representative of each distinct
+        minimum, sorted by objective value).
+
+    Raises:
+        FitError: every start failed (naming the first failure).
+    """
+    results = [r for r in outcomes if isinstance(r, MinimizeResult)]
+    if not results:
+        errors = [str(r) for r in outcomes]
+        raise FitError(f"every start failed: {errors[0] if errors else 'no start given'}")
+    results.sort(key=lambda r: (not r.converged, r.fun))
+    finite = sorted([r for r in results if np.isfinite(r.fun)], key=lambda r: r.fun)
+    distinct: list[MinimizeResult] = []
+    for r in finite:
+        if not distinct or r.fun - distinct[-1].fun > nll_tolerance:
+            distinct.append(r)
+    return results[0], distinct
 
 
 def minimize(objective: Callable[[jnp.ndarray], jnp.ndarray], x0: np.ndarray, *,

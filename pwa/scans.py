@@ -1,8 +1,16 @@
 """Fraction scans and LASSO paths (PHYSICS.md section 4).
 
-Both reuse one compiled objective for every point (the penalty strengths
-are arguments) and warm-start each point from the previous minimum, which
-follows a continuous branch of minima.
+Two ways to run the points:
+
+* ``executor="serial"`` (the library default): in this process, with one
+  compiled objective for every point (the penalty strengths are arguments),
+  each point warm-started from the previous minimum, which follows a
+  continuous branch of minima;
+* ``"process"`` or ``"dask"`` (:func:`pwa.parallel.map_tasks`): every point
+  is an independent fit started from the same x0 (the card's values unless
+  given). Points then do *not* follow one branch: where the objective has
+  several minima, neighbouring points may land on different ones. Each
+  worker rebuilds and compiles the problem once (:func:`pwa.fit.worker_problem`).
 """
 
 from __future__ import annotations
@@ -15,8 +23,26 @@ import numpy as np
 from fastsim.events import Events
 
 from .amplitude import Model
+from .card import parse_model_card
 from .errors import FitError
-from .fit import FitConfig, FitProblem, FitResult, fit
+from .fit import FitConfig, FitProblem, FitResult, PortableProblem, fit, worker_minimizer, worker_problem
+from .parallel import check_executor, map_tasks
+
+
+def _fit_point(portable: PortableProblem, task: tuple[FitConfig, np.ndarray]) -> FitResult:
+    """One scan point as an independent fit from x0 (a :func:`~pwa.parallel.map_tasks` task, problem shared)."""
+    config, x0 = task
+    problem = worker_problem(portable)
+    return fit(problem.model, None, None, config, problem=problem, x0=x0,
+               minimizer=worker_minimizer(portable, config))
+
+
+def _fit_points(problem: FitProblem, configs: Sequence[FitConfig], x0: np.ndarray, *, executor: str,
+                workers: int | None, scheduler: str | None,
+                on_result: Callable[[int, FitResult], None] | None = None) -> list[FitResult]:
+    """Independent fits of ``problem``, one per config, all from ``x0``, in the order of ``configs``."""
+    return map_tasks(_fit_point, [(c, x0) for c in configs], executor=executor, workers=workers,
+                     scheduler=scheduler, on_result=on_result, shared=problem.portable())
 
 
 @dataclass(frozen=True)
@@ -35,28 +61,51 @@ class ScanPoint:
 
 def scan_fraction(problem: FitProblem, targets: Sequence[float], config: FitConfig,
                   *, x0: np.ndarray | None = None,
-                  progress: Callable[[ScanPoint], None] | None = None) -> list[ScanPoint]:
+                  progress: Callable[[ScanPoint], None] | None = None, executor: str = "serial",
+                  workers: int | None = None, scheduler: str | None = None) -> list[ScanPoint]:
     """Minimise NLL~ = NLL + lambda N (SF_target - SF)^2 for each SF_target.
+
+    Serially each point starts from the previous minimum (one branch of
+    minima); on a parallel executor every point is an independent fit from
+    ``x0`` and need not lie on the same branch as its neighbours (see the
+    module docstring).
 
     Args:
         problem: the fit problem (caches built once).
         targets: SF_target values (fractions, 1.15 = 115 %), scanned in order.
         config: fit options; ``sf_lambda`` must be positive.
-        x0: start of the first point (default: the card's values).
+        x0: start of the first point, or of every point on a parallel
+            executor (default: the card's values).
+        progress: called with each finished point (in completion order on a
+            parallel executor).
+        executor: ``"serial"``, ``"process"`` or ``"dask"``.
+        workers: processes of the pool or LocalCluster (default: one per
+            point, at most the CPU count).
+        scheduler: Dask scheduler address; None starts a LocalCluster.
 
     Returns:
-        One :class:`ScanPoint` per target; plot ``nll`` against ``sum_of_fractions``.
+        One :class:`ScanPoint` per target, in the order of ``targets``; plot
+        ``nll`` against ``sum_of_fractions``.
     """
+    check_executor(executor)
     if config.sf_lambda <= 0:
         raise FitError("a fraction scan needs a positive --sf-lambda")
-    mz = problem.minimizer(replace(config, sf_target=float(targets[0])))
-    x = problem.model.initial_values() if x0 is None else np.asarray(x0)
+    x = problem.model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
+    configs = [replace(config, sf_target=float(t)) for t in targets]
+    if executor != "serial":
+        def finished(i: int, res: FitResult) -> None:
+            if progress:
+                progress(ScanPoint(configs[i].sf_target, res))
+
+        results = _fit_points(problem, configs, x, executor=executor, workers=workers, scheduler=scheduler,
+                              on_result=finished)
+        return [ScanPoint(c.sf_target, r) for c, r in zip(configs, results)]
+    mz = problem.minimizer(configs[0])
     points = []
-    for t in targets:
-        cfg = replace(config, sf_target=float(t))
+    for cfg in configs:
         res = fit(problem.model, None, None, cfg, problem=problem, x0=x, minimizer=mz)
         x = res.values
-        points.append(ScanPoint(float(t), res))
+        points.append(ScanPoint(cfg.sf_target, res))
         if progress:
             progress(points[-1])
     return points
@@ -82,48 +131,101 @@ class LassoPoint:
                 "n_parameters": self.n_parameters, "aic": self.aic, "bic": self.bic}
 
 
+def _selection(model: Model, result: FitResult, threshold: float) -> tuple[str, ...]:
+    """Resonances with F_R above ``threshold`` (the reference alone if none)."""
+    keep = tuple(n for i, n in enumerate(model.resonance_names) if result.fractions[i, i] > threshold)
+    return keep or (model.card.reference,)
+
+
+def _selected_card(model: Model, values: np.ndarray, keep: tuple[str, ...]) -> tuple[dict, str]:
+    """(card dictionary, source) of the model at ``values`` reduced to the resonances ``keep``."""
+    reduced = Model.from_card(model.card_at(values))
+    for name in model.resonance_names:
+        if name not in keep:
+            reduced = reduced.without(name)
+    return reduced.card.to_dict(), str(reduced.card.source)
+
+
+def _refit_selection(samples: tuple[Events, Events, FitConfig], card: tuple[dict, str]) -> tuple[float, int]:
+    """(NLL, free parameters) of an unpenalised fit of a selected model.
+
+    A :func:`~pwa.parallel.map_tasks` task: (data, mc, config) are shared,
+    the card (from :func:`_selected_card`) is the item.
+    """
+    data, mc, config = samples
+    reduced = Model.from_card(parse_model_card(card[0], source=card[1]))
+    return fit(reduced, data, mc, config).nll, reduced.n_free
+
+
 def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float], config: FitConfig,
-               *, threshold: float = 1e-3,
-               progress: Callable[[LassoPoint], None] | None = None) -> tuple[list[LassoPoint], LassoPoint]:
+               *, threshold: float = 1e-3, progress: Callable[[LassoPoint], None] | None = None,
+               executor: str = "serial", workers: int | None = None,
+               scheduler: str | None = None) -> tuple[list[LassoPoint], LassoPoint]:
     """LASSO path: fit NLL + lambda sum_R sqrt(F_R + eps) for each lambda (ascending).
 
     At each lambda the selected model keeps the resonances with F_R above
     ``threshold``; it is refitted without penalty (once per distinct
-    selection) and scored by AIC = 2 NLL + 2 k and BIC = 2 NLL + k ln N
-    (k free parameters, N the sum of data weights).
+    selection, from the values of the first point that selected it) and
+    scored by AIC = 2 NLL + 2 k and BIC = 2 NLL + k ln N (k free
+    parameters, N the sum of data weights).
+
+    Serially each lambda starts from the previous minimum. On a parallel
+    executor every lambda is an independent fit from the card's values
+    (points need not follow one branch of minima, see the module
+    docstring), then the refits of the distinct selections run as tasks
+    as well.
+
+    Args:
+        progress: called with each finished point (on a parallel executor
+            once its selection's refit is done, in completion order).
+        executor, workers, scheduler: as in :func:`scan_fraction`.
 
     Returns:
-        (path, the point with the smallest BIC).
+        (path in ascending lambda, the point with the smallest BIC).
     """
+    check_executor(executor)
     if any(lam <= 0 for lam in lambdas):
         raise FitError("LASSO strengths must be positive")
     problem = FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels)
-    lasso_cfg = replace(config, lasso=float(lambdas[0]))
-    mz = problem.minimizer(lasso_cfg)
-    x = model.initial_values()
-    refits: dict[tuple[str, ...], tuple[float, int]] = {}
+    configs = [replace(config, lasso=float(lam)) for lam in sorted(lambdas)]
     plain = replace(config, lasso=0.0, sf_lambda=0.0, starts=1)
-    path = []
-    for lam in sorted(lambdas):
-        cfg = replace(config, lasso=float(lam))
-        res = fit(model, None, None, cfg, problem=problem, x0=x, minimizer=mz)
-        x = res.values
-        keep = tuple(n for i, n in enumerate(model.resonance_names) if res.fractions[i, i] > threshold)
-        if not keep:
-            keep = (model.card.reference,)
-        if keep not in refits:
-            reduced = Model.from_card(model.card_at(res.values))
-            for name in model.resonance_names:
-                if name not in keep:
-                    reduced = reduced.without(name)
-            ref = fit(reduced, data, mc, plain)
-            refits[keep] = (ref.nll, reduced.n_free)
-        nll_sel, k = refits[keep]
-        N = problem.sum_data_weights
-        point = LassoPoint(float(lam), res, keep, nll_sel, k, 2 * nll_sel + 2 * k, 2 * nll_sel + k * np.log(N))
-        path.append(point)
-        if progress:
-            progress(point)
+    N = problem.sum_data_weights
+    x0 = model.initial_values()
+
+    def point(cfg: FitConfig, res: FitResult, keep: tuple[str, ...], refit: tuple[float, int]) -> LassoPoint:
+        nll_sel, k = refit
+        return LassoPoint(cfg.lasso, res, keep, nll_sel, k, 2 * nll_sel + 2 * k, 2 * nll_sel + k * np.log(N))
+
+    path: list[LassoPoint | None] = [None] * len(configs)
+    if executor == "serial":
+        mz = problem.minimizer(configs[0])
+        refits: dict[tuple[str, ...], tuple[float, int]] = {}
+        x = x0
+        for i, cfg in enumerate(configs):
+            res = fit(model, None, None, cfg, problem=problem, x0=x, minimizer=mz)
+            x = res.values
+            keep = _selection(model, res, threshold)
+            if keep not in refits:
+                refits[keep] = _refit_selection((data, mc, plain), _selected_card(model, res.values, keep))
+            path[i] = point(cfg, res, keep, refits[keep])
+            if progress:
+                progress(path[i])
+    else:
+        results = _fit_points(problem, configs, x0, executor=executor, workers=workers, scheduler=scheduler)
+        keeps = [_selection(model, r, threshold) for r in results]
+        distinct = list(dict.fromkeys(keeps))
+        first = [keeps.index(keep) for keep in distinct]
+
+        def refitted(j: int, refit: tuple[float, int]) -> None:
+            for i, keep in enumerate(keeps):
+                if keep == distinct[j]:
+                    path[i] = point(configs[i], results[i], keep, refit)
+                    if progress:
+                        progress(path[i])
+
+        map_tasks(_refit_selection, [_selected_card(model, results[i].values, keeps[i]) for i in first],
+                  executor=executor, workers=workers, scheduler=scheduler, on_result=refitted,
+                  shared=(data, mc, plain))
     best = min(path, key=lambda p: p.bic)
     return path, best
 

@@ -15,11 +15,14 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 # Identical XLA programs (same model, same shapes, new closures) compile once
-# per session instead of once per fit.
+# per session instead of once per fit. Through the environment, spawned pool
+# and Dask workers share the cache (they start with float64 on, see pwa.parallel).
 import tempfile  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="pwa-jax-cache-"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="pwa-jax-cache-")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 import pytest  # noqa: E402
