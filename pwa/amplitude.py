@@ -339,14 +339,22 @@ class Model:
         """(n_res, n) complex F_R(m) at parameters p."""
         return self._lineshapes_full(self.full_parameters(p), m)
 
+    def _lineshape_list(self, full: jnp.ndarray, m: jnp.ndarray) -> list[jnp.ndarray]:
+        """F_R(m) per resonance. Fixed lineshape parameters enter as Python floats, not as
+        entries of ``full``: then no derivative is propagated through them and XLA folds
+        their per-event arithmetic (e.g. the Blatt-Weisskopf factors of a fixed radius)."""
+        free = set(self._free.tolist())
+        return [fn(m, {k: (full[i] if i in free else float(self._template[i])) for k, i in idx.items()})
+                for fn, idx in zip(self._lineshapes, self._lineshape_index)]
+
     def _lineshapes_full(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-        return jnp.stack([fn(m, {k: full[i] for k, i in idx.items()})
-                          for fn, idx in zip(self._lineshapes, self._lineshape_index)])
+        return jnp.stack(self._lineshape_list(full, m))
 
     def _term_lineshapes(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-        """(n_terms, n) complex F_{R(k)}(m)."""
-        res = np.asarray([i for i, _ in self.terms])
-        return self._lineshapes_full(full, m)[res]
+        """(n_terms, n) complex F_{R(k)}(m), stacked from the per-resonance list (an index
+        gather here would differentiate into a scatter-add, slow on CPUs)."""
+        F = self._lineshape_list(full, m)
+        return jnp.stack([F[i] for i, _ in self.terms])
 
     def amplitudes(self, p: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Real and imaginary parts of A_{M,lg}(x), each (4, n), spin states in SPIN_STATES order."""
