@@ -2,7 +2,8 @@
 # Full R0 closure test (issue 6): K toys, each with N data events, a conventional
 # MC budget of T events on which a fresh flow is trained, F flow events and a
 # large conventional reference of R events. Resumable: rerun the same command
-# after an interruption and finished toys are kept.
+# after an interruption and finished toys are kept. The per-toy flow trains up to
+# EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate.
 #
 #   bash experiments/closure_r0/run.sh            # defaults below
 #   TOYS=10 WORKERS=2 bash experiments/closure_r0/run.sh
@@ -13,9 +14,13 @@ N_DATA=${N_DATA:-20000}
 N_TRAIN=${N_TRAIN:-50000}
 N_FLOW=${N_FLOW:-500000}
 N_REF=${N_REF:-2000000}
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-40}
+PATIENCE=${PATIENCE:-8}
+BATCH=${BATCH:-2048}
+LR=${LR:-2e-3}
 WORKERS=${WORKERS:-2}
 OUT=${OUT:-experiments/results/closure_r0}
 nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
-    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --workers "$WORKERS" \
+    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
+    --flow-batch-size "$BATCH" --flow-lr "$LR" --workers "$WORKERS" \
     --out "$OUT" --seed 2026
