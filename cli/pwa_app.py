@@ -408,3 +408,7 @@ def closure(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
