@@ -302,3 +302,21 @@ def test_flow_with_pre_transform_density_integrates_to_one_and_matches_samples(f
     u1 = sim.coords.to_unit(hv)[:, 1]
     assert np.mean((u1 > 0.2) & (u1 < 0.8)) > 0.7
     np.testing.assert_array_equal(sim.sample_hv(5000, seed=1, chunk_size=15_000), hv[:5000])
+
+
+@pytest.mark.parametrize("which", ["flow64", "flow_pre"])
+def test_fast_sampler_is_the_flow_map(which, request):
+    """sample_unit (the row-wise sampler) equals forward_and_log_det (+ pre-transform inverse)
+    on the same base points, in float64 to round-off: the sampler's own copy of the
+    conditioner and spline cannot drift from the density's."""
+    import copy
+
+    flow = copy.deepcopy(request.getfixturevalue(which)).double()
+    u = flow.sample_unit(3000, torch.Generator().manual_seed(3))
+    y = 2.0 * torch.rand((3000, 5), generator=torch.Generator().manual_seed(3), dtype=torch.float64) - 1.0
+    with torch.no_grad():
+        x, _ = flow.forward_and_log_det(y)
+        v = (0.5 * (x + 1.0)).clamp(0.0, 1.0)
+        if flow.pre is not None:
+            v, _ = flow.pre.inverse(v)
+    torch.testing.assert_close(u, v, atol=1e-10, rtol=0)
