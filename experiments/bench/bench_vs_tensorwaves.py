@@ -61,6 +61,14 @@ def our_vector(model, couplings: dict, masses: dict, widths: dict) -> np.ndarray
     return np.asarray(out, dtype=np.float64)
 
 
+_T0 = time.perf_counter()
+
+
+def stage(case: str, what: str) -> None:
+    """Timestamped progress line (a run cut off by a time limit then shows where it was)."""
+    print(f"[{time.perf_counter() - _T0:7.1f} s] {case}: {what}", flush=True)
+
+
 def timed(fn, repeats):
     fn()  # warm (compile)
     ts = []
@@ -189,15 +197,18 @@ def main() -> int:
 
         # --- timings ------------------------------------------------------------------
         xs = jnp.asarray(x_start)
+        stage(case, "our gradient and Hessian: compile and time")
         t = time.perf_counter(); jax.block_until_ready(vg(xs, *a)); vg_first = time.perf_counter() - t
         t = time.perf_counter(); jax.block_until_ready(hess(xs, *a)); h_first = time.perf_counter() - t
         v_med, v_all = timed(lambda: jax.block_until_ready(nll(xs, *a)), args.repeats)
         g_med, g_all = timed(lambda: jax.block_until_ready(vg(xs, *a)), args.repeats)
         h_med, h_all = timed(lambda: jax.block_until_ready(hess(xs, *a)), max(3, args.repeats // 2))
+        stage(case, "tensorwaves value and gradient: compile and time")
         tw_t = twb.time_nll_and_gradient(tw, data_tw, mc_tw, free, {**truth_all, **start_case},
                                          repeats=args.tw_repeats)
 
         # --- our fit (trust-exact with exact Hessian), first (with compile) and warm -----
+        stage(case, "our fits")
         mz = Minimizer(model.nll, model.n_free, model.bounds, args=a)
         fits, first, warm = [], None, None
         for optimizer in ("trust-exact", "minuit") if (not floating or args.fit_floating) else ():  # second one only if the first fails
@@ -233,6 +244,7 @@ def main() -> int:
         }
         tag = "fixed" if not floating else "floating"
         if tag in args.tw_fit:
+            stage(case, "tensorwaves fit (scipy BFGS, analytic gradient)")
             twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="scipy",
                                  use_analytic_gradient=True, fixed=truth_all)
             twfit.pop("parameters", None)
