@@ -170,6 +170,34 @@ _WORKERS = typer.Option(None, "--workers", min=1,
                         help="Processes of the pool or LocalCluster (default: one per fit, at most the CPU count).")
 _SCHEDULER = typer.Option(None, "--scheduler",
                           help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster).")
+_DEVICES = typer.Option(0, "--devices", min=0,
+                        help="Devices the events are split over (pwa.sharding): 0 = every local accelerator "
+                             "(GPU/TPU), or one CPU device; N = the first N of jax.devices().")
+_DISTRIBUTED = typer.Option(False, "--distributed/--no-distributed",
+                            help="Call jax.distributed.initialize() first (multi-host: coordinator from the "
+                                 "cluster environment or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                                 "JAX_PROCESS_ID); the events are then split over every host's devices and "
+                                 "only process 0 writes.")
+
+
+def _device_setup(devices: int, distributed: bool):
+    """Start jax.distributed if asked; return the mesh the events are split over (None: one device)."""
+    import jax
+
+    from pwa.sharding import event_mesh
+
+    if distributed:
+        try:
+            jax.distributed.initialize()
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"--distributed: jax.distributed.initialize() failed: {exc}") from None
+    available = jax.devices()
+    if devices == 0:
+        devices = len(available) if available[0].platform != "cpu" else 1
+    if devices > len(available):
+        raise UserError(f"--devices {devices}: only {len(available)} devices available "
+                        f"({available[0].platform})")
+    return event_mesh(devices) if devices > 1 else None
 
 
 @app.command()
@@ -195,21 +223,36 @@ def fit(
     executor: str = _EXECUTOR,
     workers: int = _WORKERS,
     scheduler: str = _SCHEDULER,
+    devices: int = _DEVICES,
+    distributed: bool = _DISTRIBUTED,
 ) -> None:
     """Unbinned maximum-likelihood fit; writes result.json, report.md and plots into --out.
 
-    With --starts > 1 the starts run in parallel on --executor.
+    With --starts > 1 the starts run in parallel on --executor. The events are
+    split over --devices (all local GPUs by default) and, with --distributed,
+    over several hosts.
     """
     _float64()
+    import jax
+
     from pwa.fit import FitProblem, fit as run_fit, significances
     from pwa.report import write_fit_outputs
+    from pwa.sharding import shard_problem
+
+    mesh = _device_setup(devices, distributed)
 
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)
-    result = run_fit(m, data_events, mc_events, config, problem=problem, executor=executor, workers=workers,
+    fit_problem = problem
+    if mesh is not None:  # the fit runs on the sharded caches; the outputs use the host ones
+        typer.echo(f"events split over {mesh.devices.size} devices ({mesh.devices.flat[0].platform})", err=True)
+        fit_problem = shard_problem(problem, mesh)
+    result = run_fit(m, data_events, mc_events, config, problem=fit_problem, executor=executor, workers=workers,
                      scheduler=scheduler)
+    if jax.process_index() != 0:  # multi-host: one writer
+        return
     typer.echo(str(result))
     sig = None
     if significance:

@@ -47,6 +47,28 @@ def test_fit_writes_result_report_and_plots(files):
         assert (out / f"fit_{stem}.png").stat().st_size > 1000
 
 
+
+def test_fit_split_over_devices_matches_one_device(files):
+    """`pwa fit --devices 4` (events sharded over the 4 host devices of the test session,
+    padded with zero-weight events) gives the one-device fit; too many devices is a clear error."""
+    tmp, card = files
+    results = {}
+    for n in (1, 4):
+        out = tmp / f"fit_dev{n}"
+        res = runner.invoke(app, ["fit", "--model", str(card), "--data", str(tmp / "data.parquet"),
+                                  "--mc", str(tmp / "mc.parquet"), "--out", str(out), "--no-plots",
+                                  "--devices", str(n)])
+        assert res.exit_code == 0, res.output
+        assert ("split over 4 devices" in res.output) == (n == 4)
+        results[n] = json.loads((out / "result.json").read_text())
+    assert results[4]["nll"] == pytest.approx(results[1]["nll"], rel=1e-10)
+    for name, par in results[1]["parameters"].items():
+        assert results[4]["parameters"][name]["value"] == pytest.approx(par["value"], rel=1e-6, abs=1e-8)
+        assert results[4]["parameters"][name]["error"] == pytest.approx(par["error"], rel=1e-5)
+    res = runner.invoke(app, ["fit", "--model", str(card), "--data", str(tmp / "data.parquet"),
+                              "--mc", str(tmp / "mc.parquet"), "--out", str(tmp / "x"), "--devices", "64"])
+    assert res.exit_code == 2 and "only 4 devices available" in res.output
+
 def test_fraction_scan(files):
     tmp, card = files
     out = tmp / "scan"
