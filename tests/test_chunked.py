@@ -4,29 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _shared import FAST, TWO_STATE_CARD, flat_events, without_floats
 
-from fastsim.events import Events, PhaseSpace
 from pwa.amplitude import Model
 from pwa.chunked import ChunkedNLL, precompute_chunks, split_cache
 
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-CARD = {
-    "resonances": [
-        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-         "couplings": {0: [1.0, 0.0]}},
-        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4], 2: [2.0, 0.6]}},
-    ],
-    "reference": "f0(1710)",
-}
+CARD = without_floats(TWO_STATE_CARD)
 DATA_CHUNK, MC_CHUNK = 400, 1200  # 900 = 2 * 400 + 100, 5000 = 4 * 1200 + 200
-
-
-def _events(n, seed, weighted=False):
-    rng = np.random.default_rng(seed)
-    w = rng.uniform(0.5, 1.5, n) if weighted else None
-    return Events.from_helicity_variables(PhaseSpace().sample(n, rng), weights=w)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +18,7 @@ def setup():
     """Lineshapes folded into the caches (cheap to compile; the chain rule does not care
     what the intensity depends on), MC summed per event, chunk by chunk."""
     model = Model.from_card(CARD)
-    data_ev, mc_ev = _events(900, 3, weighted=True), _events(5000, 4, weighted=True)
+    data_ev, mc_ev = flat_events(900, 3, weighted=True), flat_events(5000, 4, weighted=True)
     data, mc = model.precompute(data_ev), model.precompute(mc_ev)
     p = jnp.asarray(model.initial_values()) * 1.02
 

@@ -11,31 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _shared import FAST, TWO_STATE_CARD, flat_events, without_floats
 
-from fastsim.events import Events, PhaseSpace
 from pwa.amplitude import Model
 from pwa.sharding import EVENT_AXIS, event_mesh, pad_cache, shard_cache, shard_problem
 
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-CARD = {
-    "resonances": [
-        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-         "couplings": {0: [1.0, 0.0]}},
-        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-         "float": ["mass", "width"], "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4], 2: [2.0, 0.6]}},
-    ],
-    "reference": "f0(1710)",
-}
-FIXED = {**CARD, "resonances": [{k: v for k, v in r.items() if k != "float"} for r in CARD["resonances"]]}
+CARD = TWO_STATE_CARD
+FIXED = without_floats(CARD)
 
 N_DATA, N_MC = 1001, 4003  # not multiples of 2 or 4: the padding is exercised
-
-
-def _events(n, seed, weighted=False):
-    rng = np.random.default_rng(seed)
-    w = rng.uniform(0.5, 1.5, n) if weighted else None
-    return Events.from_helicity_variables(PhaseSpace().sample(n, rng), weights=w)
 
 
 def _vgh(model, hessian=True):
@@ -60,8 +44,8 @@ def folded():
     if len(jax.devices()) < 4:
         pytest.skip("needs 4 devices (XLA_FLAGS=--xla_force_host_platform_device_count=4)")
     model = Model.from_card(FIXED)
-    data = model.precompute(_events(N_DATA, 1, weighted=True))
-    mc = model.precompute(_events(N_MC, 2, weighted=True))
+    data = model.precompute(flat_events(N_DATA, 1, weighted=True))
+    mc = model.precompute(flat_events(N_MC, 2, weighted=True))
     p = jnp.asarray(model.initial_values()) * 1.01
     fn = _vgh(model)
     return model, data, mc, p, fn, fn(p, data, mc)
@@ -92,15 +76,15 @@ def test_sharded_floating_lineshapes_and_normalisation_matrix():
         pytest.skip("needs 4 devices")
     mesh = event_mesh(4)
     floating = Model.from_card(CARD)
-    data = floating.precompute(_events(N_DATA, 3))
-    mc = floating.precompute(_events(N_MC, 4))
+    data = floating.precompute(flat_events(N_DATA, 3))
+    mc = floating.precompute(flat_events(N_MC, 4))
     p = jnp.asarray(floating.initial_values()) * 0.99
     fn = _vgh(floating, hessian=False)
     _close(fn(p, shard_cache(data, mesh), shard_cache(mc, mesh)), fn(p, data, mc))
 
     fixed = Model.from_card(FIXED)
-    data = fixed.precompute(_events(N_DATA, 3))
-    mc = fixed.precompute(_events(N_MC, 4), normalisation_matrix=True)
+    data = fixed.precompute(flat_events(N_DATA, 3))
+    mc = fixed.precompute(flat_events(N_MC, 4), normalisation_matrix=True)
     smc = shard_cache(mc, mesh)
     assert smc["norm_re"].sharding.is_fully_replicated
     q = jnp.asarray(fixed.initial_values())

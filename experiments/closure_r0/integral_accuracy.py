@@ -26,14 +26,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def resonance_integrals(model, p, events) -> np.ndarray:
-    """(n_res + 1,) integrals of |A_R|^2 per resonance and of |A|^2, at couplings p."""
-    cache = model.precompute(events, normalisation_matrix=True)
-    M = np.asarray(cache["norm_re"]) + 1j * np.asarray(cache["norm_im"])
-    c = np.asarray(model.couplings(p))
-    res = np.array([i for i, _ in model.terms])
-    per = [np.real(np.conj(c[res == r]) @ M[np.ix_(res == r, res == r)] @ c[res == r])
-           for r in range(len(model.resonance_names))]
-    return np.array(per + [np.real(np.conj(c) @ M @ c)])
+    """(n_res + 1,) integrals of |A_R|^2 per resonance and of |A|^2, at couplings p: the
+    fit-fraction diagonal (Model.fractions_from_integrals) times the total."""
+    M = model.term_integrals(p, model.precompute(events, normalisation_matrix=True))
+    c = model.couplings(p)
+    total = float(np.real(np.conj(c) @ M @ c))
+    return np.append(np.diag(np.asarray(model.fractions_from_integrals(p, M))) * total, total)
 
 
 def main() -> None:
