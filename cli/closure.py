@@ -54,11 +54,12 @@ class ClosureSettings:
     flow_learning_rate: float = 2e-3
     flow_patience: int = 5
     flow_m_map: str = "phase_space"
+    flow_fold: bool = True
 
     #: Fields added after the first runs, with the values those runs used: left out of the
     #: digest at these values, so that toy files written before they existed stay valid.
     _LATER_FIELDS = {"flow_batch_size": 2048, "flow_learning_rate": 2e-3, "flow_patience": 5,
-                     "flow_m_map": "affine"}
+                     "flow_m_map": "affine", "flow_fold": False}
 
     def digest(self) -> str:
         """Hash of what defines one toy (not the number of toys: a run can be extended)."""
@@ -91,13 +92,13 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     import torch
 
     torch.set_num_threads(1)  # toys run in parallel processes: one thread each
-    from fastsim.coords import CoordinateMap, acceptance_knots
+    from fastsim.coords import CoordinateMap
     from fastsim.events import (Detector, Events, iter_conventional_mc, load_detector_card,
                                 write_text_atomic)
     from fastsim.generator import FastSimulator
     from fastsim.reweight import dctr_weights
-    from fastsim.training import TrainConfig, fit as train_flow
-    from fastsim.validation import classifier_auc
+    from fastsim.training import TrainConfig, fit as train_flow, model_hyperparameters
+    from fastsim.validation import classifier_auc, require_symmetry
     from pwa import Model, load_model_card
     from pwa.fit import FitConfig, FitProblem, fit, normalisation_cache
     from pwa.fractions import phase_space_quadrature
@@ -119,10 +120,13 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     timings["mc_small"] = clock() - t
 
     t = clock()
-    coords = CoordinateMap.for_reaction(reaction, m_map=settings.flow_m_map)
-    hyper = dict(settings.flow_hyperparameters)
-    if det.card is not None:  # as `fastsim train`: pre-transform knots at the acceptance edges
-        hyper.setdefault("pre_knots", acceptance_knots(det.card, coords, reaction.parent_mass))
+    coords = CoordinateMap.for_reaction(reaction, m_map=settings.flow_m_map, fold=settings.flow_fold)
+    symmetry = None
+    if settings.flow_fold:  # as `fastsim train --fold`: refuse an asymmetric detector
+        symmetry = require_symmetry(small.helicity_variables, (coords.m_min, coords.m_max),
+                                    f"toy {toy}: conventional MC of detector {settings.detector!r}")
+    # as `fastsim train`: pre-transform knots at the acceptance edges
+    hyper = model_hyperparameters("flow", coords, det.card, settings.flow_hyperparameters)
     trained = train_flow(coords.to_unit(small.helicity_variables),
                          TrainConfig(kind="flow", hyperparameters=hyper,
                                      epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
@@ -183,7 +187,8 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     record = {"toy": toy, "settings_digest": settings.digest(), "fits": fits, "timings_s": timings,
               "flow_validation": validation, "flow_training": {
                   "epochs": len(trained["history"]), "stop_reason": trained["stop_reason"],
-                  "best_val": trained["best_val"]},
+                  "best_val": trained["best_val"], "fold": settings.flow_fold,
+                  "symmetry_min_p": None if symmetry is None else symmetry["min_p_value"]},
               "reweighting": reweight_info}
     path = Path(out_dir) / "toys" / f"toy_{toy:03d}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

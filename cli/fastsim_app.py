@@ -106,6 +106,12 @@ def train(
     edge_knots: bool = typer.Option(True, "--edge-knots/--no-edge-knots",
                                     help="Flow: piecewise-linear pre-transform with knots at the photon "
                                          "acceptance edges of the detector card (m, cos theta_X)."),
+    fold: bool = typer.Option(True, "--fold/--no-fold",
+                              help="Learn the density on the fundamental domain of the detector's "
+                                   "symmetries (rotations about and reflections of the beam axis, "
+                                   "P1 <-> P2): 4 coordinates, 8 times the events per volume. The MC "
+                                   "is tested for these symmetries first; an asymmetric detector needs "
+                                   "--no-fold."),
 ) -> None:
     """Train a fast simulator (flow or VAE) on detector-level MC."""
     from fastsim.events import JPSI_GAMMA_KK, load_detector_card, read_events
@@ -118,7 +124,8 @@ def train(
     from fastsim.coords import CoordinateMap
     from fastsim.errors import TrainingError
     from fastsim.generator import resolve_device
-    from fastsim.training import TrainConfig, fit, plot_training_curve
+    from fastsim.training import TrainConfig, fit, model_hyperparameters, plot_training_curve
+    from fastsim.validation import require_symmetry
 
     try:
         dev = resolve_device(device)
@@ -126,12 +133,13 @@ def train(
         raise UserError(str(exc)) from None
     card = load_detector_card(detector)
     events = read_events(mc)
-    coords = CoordinateMap.for_reaction(JPSI_GAMMA_KK)
-    u = coords.to_unit(events.helicity_variables)
+    coords = CoordinateMap.for_reaction(JPSI_GAMMA_KK, fold=fold)
     fingerprint = dict(file_fingerprint(mc), n_events=len(events))
     resume_state = None
+    symmetry = None
     if resume:
         ck = load_checkpoint(out)
+        coords = CoordinateMap.from_dict(ck["coordinates"])  # the run's own coordinates
         if ck.get("training") is None:
             raise TrainingError(f"{out}: the checkpoint holds no training state to resume from")
         if ck.get("training_file", {}).get("sha256") != fingerprint["sha256"]:
@@ -146,16 +154,17 @@ def train(
                        f"{resume_state['epoch']}); nothing to resume")
             return
     else:
-        hyper = _parse_hp(hp)
-        if kind == "flow" and edge_knots and card is not None:
-            from fastsim.coords import acceptance_knots
-
-            hyper["pre_knots"] = acceptance_knots(card, coords, JPSI_GAMMA_KK.parent_mass)
+        if fold:  # (TrainingError -> "error: ... train without folding" (--no-fold), exit 2)
+            symmetry = require_symmetry(events.helicity_variables, (coords.m_min, coords.m_max), str(mc))
+        hyper = model_hyperparameters(kind, coords, card, _parse_hp(hp), edge_knots)
         config = TrainConfig(kind=kind, hyperparameters=hyper, epochs=epochs, batch_size=batch_size,
                              learning_rate=lr, patience=patience, max_minutes=max_minutes, seed=seed)
+    u = coords.to_unit(events.helicity_variables)
     metadata = {"coordinates": coords.to_dict(), "reaction": JPSI_GAMMA_KK.to_dict(),
                 "detector": None if card is None else card.model_dump(), "detector_spec": detector,
                 "training_file": fingerprint, "versions": package_versions(), "validation": None}
+    if symmetry is not None:
+        metadata["symmetry_test"] = symmetry
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -414,6 +414,9 @@ def closure(
     flow_lr: float = typer.Option(2e-3, "--flow-lr", min=0.0, help="Peak learning rate of the flow training."),
     flow_patience: int = typer.Option(5, "--flow-patience", min=1,
                                       help="Epochs without a validation improvement before the training stops."),
+    flow_fold: bool = typer.Option(True, "--flow-fold/--no-flow-fold",
+                                   help="Train the flows on folded coordinates (fastsim train --fold); the MC "
+                                        "of each toy is tested for the detector symmetries first."),
     optimizer: str = _OPT,
     workers: int = typer.Option(1, "--workers", min=1, help="Toys run in parallel processes."),
     executor: str = typer.Option("process", "--executor", help="process, serial or dask."),
@@ -433,7 +436,7 @@ def closure(
                                n_reference=n_reference, seed=seed, detector=detector, reweight=reweight,
                                flow_epochs=flow_epochs, flow_minutes=flow_minutes, flow_hyperparameters=hp,
                                optimizer=optimizer, flow_batch_size=flow_batch_size, flow_learning_rate=flow_lr,
-                               flow_patience=flow_patience)
+                               flow_patience=flow_patience, flow_fold=flow_fold)
     # Validate the cards before any toy starts.
     from fastsim.events import load_detector_card
     from pwa import load_model_card

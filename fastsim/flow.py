@@ -1,4 +1,7 @@
-"""Neural spline flow on the unit box [0, 1]^5 (normflows coupling splines).
+"""Neural spline flow on the unit box [0, 1]^d (normflows coupling splines).
+
+d = 5 for the helicity variables, 4 for folded coordinates (``fastsim.coords``);
+the description below is for d = 5.
 
 Construction, chosen so that no probability mass can leave the physical region:
 
@@ -129,7 +132,7 @@ class PiecewiseLinear(nn.Module):
 
     @torch.no_grad()
     def fit(self, u: torch.Tensor, floor: float = 1e-6) -> None:
-        """Knot values from the fractions of ``u`` (n, 5) per segment (each at least ``floor``)."""
+        """Knot values from the fractions of ``u`` (n, d) per segment (each at least ``floor``)."""
         for i in self.active:
             x = getattr(self, f"x{i}")
             col = u[:, i].to(x.dtype)
@@ -156,23 +159,48 @@ class PiecewiseLinear(nn.Module):
         return out, lad
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data -> flow coordinates: (v (n, 5), log|dv/du| (n,))."""
+        """Data -> flow coordinates: (v (n, d), log|dv/du| (n,))."""
         return self._apply_map(u, inverse=False)
 
     def inverse(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow coordinates -> data: (u (n, 5), log|du/dv| (n,))."""
+        """Flow coordinates -> data: (u (n, d), log|du/dv| (n,))."""
         return self._apply_map(v, inverse=True)
 
 
 def coupling_masks(n_layers: int, n_dim: int = N_DIM) -> list[list[int]]:
-    """Masks (1 = transformed) for ``n_layers`` couplings: a window of two
-    coordinates moving by two each layer, so that every coordinate is
-    transformed conditioned on every other one within a few layers."""
+    """Masks (1 = transformed) for ``n_layers`` couplings, so that every
+    coordinate is transformed conditioned on every other one within a few layers.
+
+    Odd ``n_dim``: a window of two coordinates moving by two each layer. Even
+    ``n_dim`` (where that window would always pair the same coordinates): the
+    two halves of each split of the coordinates into pairs in turn, e.g. for
+    4: {0,1} {2,3} {0,2} {1,3} {0,3} {1,2}.
+    """
+    if n_dim % 2 == 0 and n_dim >= 4:
+        import itertools
+
+        halves = []
+        for first in itertools.combinations(range(1, n_dim), n_dim // 2 - 1):
+            a = {0, *first}
+            halves += [a, set(range(n_dim)) - a]
+        return [[1 if d in halves[i % len(halves)] else 0 for d in range(n_dim)] for i in range(n_layers)]
     masks = []
     for i in range(n_layers):
         on = {(2 * i) % n_dim, (2 * i + 1) % n_dim}
         masks.append([1 if d in on else 0 for d in range(n_dim)])
     return masks
+
+
+def _cbrt_unit(y: torch.Tensor) -> torch.Tensor:
+    """Cube root of the unit-box value of y in [-1, 1], mapped back onto [-1, 1].
+
+    A conditioner feature for u_m = G(m): at a two-body threshold G grows like
+    p^3 (p the breakup momentum), so the acceptance, smooth in p, changes over
+    a tiny range of u_m; in G^(1/3) that range is stretched out.
+    """
+    u = (0.5 * (y + 1.0)).clamp_min(0.0)
+    # (u + eps)^(1/3): a finite slope at u = 0 (1e3), where the plain cube root has none
+    return 2.0 * torch.pow(u + 1e-6, 1.0 / 3.0) - 1.0
 
 
 class SplineCoupling(nn.Module):
@@ -199,7 +227,7 @@ class SplineCoupling(nn.Module):
     """
 
     def __init__(self, mask: list[int], circular: tuple[int, ...], hidden: int, n_blocks: int,
-                 n_bins: int) -> None:
+                 n_bins: int, cbrt_features: tuple[int, ...] = ()) -> None:
         super().__init__()
         from normflows.nets.resnet import ResidualNet
 
@@ -216,7 +244,10 @@ class SplineCoupling(nn.Module):
         self._trans = tuple(trans)
         self.n_bins = n_bins
         self.hidden = hidden
-        n_in = len(ident) + int(self.identity_circular.sum())
+        # conditioner inputs that also enter as the cube root of their unit-box value
+        self._cbrt = tuple(k for k, i in enumerate(ident) if i in set(cbrt_features))
+        self.register_buffer("cbrt_positions", torch.tensor(self._cbrt, dtype=torch.long), persistent=False)
+        n_in = len(ident) + int(self.identity_circular.sum()) + len(self._cbrt)
         self.net = ResidualNet(in_features=n_in, out_features=len(trans) * (3 * n_bins + 1),
                                hidden_features=hidden, num_blocks=n_blocks)
         # Identity at initialisation: uniform bins, unit derivatives.
@@ -228,6 +259,8 @@ class SplineCoupling(nn.Module):
         feats = [torch.where(ci, torch.cos(math.pi * cond), cond)]
         if bool(ci.any()):
             feats.append(torch.sin(math.pi * cond[:, ci]))
+        if self._cbrt:
+            feats.append(_cbrt_unit(cond[:, self.cbrt_positions]))
         params = self.net(torch.cat(feats, dim=1))
         k = self.n_bins
         params = params.view(cond.shape[0], len(self.transform_features), 3 * k + 1)
@@ -299,6 +332,7 @@ class SplineCoupling(nn.Module):
         net = self.net
         feats = [torch.cos(math.pi * rows[i]) if circular else rows[i] for i, circular in self._ident]
         feats += [torch.sin(math.pi * rows[i]) for i, circular in self._ident if circular]
+        feats += [_cbrt_unit(rows[self._ident[k][0]]) for k in self._cbrt]
         h = torch.addmm(net.initial_layer.bias[:, None], net.initial_layer.weight, torch.stack(feats))
         for block in net.blocks:
             first, second = block.linear_layers
@@ -339,16 +373,16 @@ class SplineCoupling(nn.Module):
         return rows
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Base -> data: (outputs (n, 5), log|det d out / d y| (n,))."""
+        """Base -> data: (outputs (n, d), log|det d out / d y| (n,))."""
         return self._transform(y, inverse=False)
 
     def inverse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data -> base: (outputs (n, 5), log|det d out / d x| (n,))."""
+        """Data -> base: (outputs (n, d), log|det d out / d x| (n,))."""
         return self._transform(x, inverse=True)
 
 
 class SplineFlow(nn.Module):
-    """Coupling rational-quadratic spline flow on [0, 1]^5.
+    """Coupling rational-quadratic spline flow on [0, 1]^n_dim (5 by default, 4 for folded coordinates).
 
     Args:
         n_layers: number of coupling layers.
@@ -361,32 +395,47 @@ class SplineFlow(nn.Module):
             the training sample by :meth:`fit_pre_transform`), e.g. at detector
             acceptance edges; None or empty lists: none. Only non-periodic
             coordinates may have knots.
+        n_dim: number of coordinates (``CoordinateMap.n_dim``).
+        cbrt_features: coordinates whose cube root is an extra conditioner
+            input (e.g. [0]: u_m near the P1 P2 threshold, see ``_cbrt_unit``).
     """
 
     kind = "flow"
 
     def __init__(self, n_layers: int = 8, hidden: int = 64, n_blocks: int = 1, n_bins: int = 16,
-                 circular: tuple[int, ...] = CIRCULAR, pre_knots: list[list[float]] | None = None) -> None:
+                 circular: tuple[int, ...] = CIRCULAR, pre_knots: list[list[float]] | None = None,
+                 n_dim: int = N_DIM, cbrt_features: tuple[int, ...] = ()) -> None:
         super().__init__()
+        if n_dim < 2 or any(not 0 <= c < n_dim for c in circular):
+            raise ValueError(f"need n_dim >= 2 and periodic coordinates among 0..{n_dim - 1}, "
+                             f"got n_dim={n_dim}, circular={tuple(circular)}")
+        self.n_dim = int(n_dim)
         self.hyperparameters = {"n_layers": int(n_layers), "hidden": int(hidden),
                                 "n_blocks": int(n_blocks), "n_bins": int(n_bins),
                                 "circular": [int(c) for c in circular]}
+        if self.n_dim != N_DIM:
+            self.hyperparameters["n_dim"] = self.n_dim
+        cbrt_features = tuple(int(c) for c in cbrt_features)
+        if any(not 0 <= c < self.n_dim or c in circular for c in cbrt_features):
+            raise ValueError(f"cbrt_features must be non-periodic coordinates, got {cbrt_features}")
+        if cbrt_features:
+            self.hyperparameters["cbrt_features"] = list(cbrt_features)
         self.pre = None
         if pre_knots is not None and any(len(k) for k in pre_knots):
-            if len(pre_knots) != N_DIM:
-                raise ValueError(f"pre_knots needs one list per coordinate ({N_DIM}), got {len(pre_knots)}")
+            if len(pre_knots) != self.n_dim:
+                raise ValueError(f"pre_knots needs one list per coordinate ({self.n_dim}), got {len(pre_knots)}")
             if any(len(pre_knots[c]) for c in circular):
                 raise ValueError("periodic coordinates cannot have pre-transform knots")
             self.hyperparameters["pre_knots"] = [[float(v) for v in k] for k in pre_knots]
             self.pre = PiecewiseLinear(pre_knots)
         self.layers = nn.ModuleList([
-            SplineCoupling(mask, tuple(circular), hidden, n_blocks, n_bins)
-            for mask in coupling_masks(n_layers)
+            SplineCoupling(mask, tuple(circular), hidden, n_blocks, n_bins, cbrt_features)
+            for mask in coupling_masks(n_layers, self.n_dim)
         ])
 
     # -- bijection -------------------------------------------------------
     def forward_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Base -> data on [-1, 1]^5: (y (n, 5)) -> (x (n, 5), log|det dx/dy| (n,))."""
+        """Base -> data on [-1, 1]^d: (y (n, d)) -> (x (n, d), log|det dx/dy| (n,))."""
         log_det = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
         for layer in self.layers:
             y, ld = layer(y)
@@ -394,7 +443,7 @@ class SplineFlow(nn.Module):
         return y, log_det
 
     def inverse_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Data -> base on [-1, 1]^5: (x (n, 5)) -> (y (n, 5), log|det dy/dx| (n,))."""
+        """Data -> base on [-1, 1]^d: (x (n, d)) -> (y (n, d), log|det dy/dx| (n,))."""
         log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for layer in reversed(self.layers):
             x, ld = layer.inverse(x)
@@ -404,12 +453,12 @@ class SplineFlow(nn.Module):
     # -- density and sampling on the unit box ----------------------------
     @torch.no_grad()
     def fit_pre_transform(self, u: torch.Tensor) -> None:
-        """Fit the piecewise-linear pre-transform (if any) to a training sample u (n, 5)."""
+        """Fit the piecewise-linear pre-transform (if any) to a training sample u (n, d)."""
         if self.pre is not None:
             self.pre.fit(u)
 
     def log_prob_unit(self, u: torch.Tensor) -> torch.Tensor:
-        """log density (n,) of unit-box points u (n, 5); -inf outside the box."""
+        """log density (n,) of unit-box points u (n, d); -inf outside the box."""
         inside = ((u >= 0.0) & (u <= 1.0)).all(dim=1)
         v = torch.where(inside[:, None], u, torch.full_like(u, 0.5))
         log_pre = 0.0
@@ -422,7 +471,7 @@ class SplineFlow(nn.Module):
         return torch.where(inside, log_det, torch.full_like(log_det, -math.inf))
 
     def sample_unit(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples (n, 5) on the unit box; every sample is inside by construction.
+        """n samples (n, d) on the unit box; every sample is inside by construction.
 
         The base points are drawn at once (so the numbers do not depend on the
         block size); the flow runs in blocks of ``SAMPLE_BLOCK`` events under
@@ -430,7 +479,7 @@ class SplineFlow(nn.Module):
         each block as one row per coordinate (:meth:`SplineCoupling.sample_rows`).
         """
         p = next(self.parameters())
-        y = 2.0 * torch.rand((n, N_DIM), generator=generator, dtype=p.dtype, device=p.device) - 1.0
+        y = 2.0 * torch.rand((n, self.n_dim), generator=generator, dtype=p.dtype, device=p.device) - 1.0
         out = torch.empty_like(y)
         with torch.inference_mode():
             consts = [layer.sampling_tensors() for layer in self.layers]

@@ -117,7 +117,10 @@ class FastSimulator:
         while done < n:
             k = min(chunk_size, n - done)
             u = self.model.sample_unit(k, gen)
-            yield self.coords.from_unit(u.double().cpu().numpy())
+            unfold = None
+            if self.coords.fold:  # the image of each domain point: from the same generator
+                unfold = torch.rand((k, 4), generator=gen, dtype=torch.float64, device=self.device).cpu().numpy()
+            yield self.coords.from_unit(u.double().cpu().numpy(), unfold)
             done += k
 
     def iter_sample(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[Events]:
@@ -149,7 +152,7 @@ class FastSimulator:
         """
         hv = np.asarray(hv, dtype=np.float64)
         inside = self.coords.inside(hv)
-        hv = np.where(inside[:, None], hv, self.coords.from_unit(np.full_like(hv, 0.5)))
+        hv = np.where(inside[:, None], hv, self.coords.from_unit(np.full((len(hv), self.coords.n_dim), 0.5)))
         u = self.coords.to_unit(hv)
         model = self._double_model() if float64 else self.model
         dtype = torch.float64 if float64 else torch.float32

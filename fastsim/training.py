@@ -67,6 +67,27 @@ class TrainConfig:
         return asdict(self)
 
 
+def model_hyperparameters(kind: str, coords, detector_card=None, hyperparameters: dict | None = None,
+                          edge_knots: bool = True) -> dict:
+    """Hyperparameters of a fresh model for the coordinate map ``coords``.
+
+    The number of coordinates and the periodic ones come from the map (when
+    they differ from the models' 5-d defaults, i.e. for folded coordinates);
+    flows get, with ``edge_knots`` and a detector card, the pre-transform knots
+    at the card's acceptance edges (:func:`fastsim.coords.acceptance_knots`).
+    Entries of ``hyperparameters`` override all of these.
+    """
+    from .coords import acceptance_knots
+
+    hp: dict = {}
+    if coords.n_dim != 5:
+        hp.update(n_dim=coords.n_dim, circular=list(coords.circular))
+    if kind == "flow" and edge_knots and detector_card is not None:
+        hp["pre_knots"] = acceptance_knots(detector_card, coords, coords.parent_mass)
+    hp.update(hyperparameters or {})
+    return hp
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
                grad_clip: float = 5.0) -> float:
     """One optimiser step on the model's loss; returns the loss before the step."""
@@ -113,7 +134,8 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
     """Train a generator on unit-box coordinates.
 
     Args:
-        u: (n_events, 5) training sample in unit-box coordinates.
+        u: (n_events, d) training sample in unit-box coordinates (d = the
+            ``n_dim`` hyperparameter, 5 by default; 4 for folded coordinates).
         config: training settings.
         checkpoint: file written (atomically) after every epoch, or None.
         metadata: extra checkpoint fields (coordinates, reaction, detector, training file...).
@@ -128,8 +150,9 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
     """
     device = torch.device(device)
     u = np.asarray(u, dtype=np.float64)
-    if u.ndim != 2 or u.shape[1] != 5 or len(u) < 2:
-        raise TrainingError(f"training sample must be (n >= 2, 5) unit coordinates, got {u.shape}")
+    n_dim = int(config.hyperparameters.get("n_dim", 5))
+    if u.ndim != 2 or u.shape[1] != n_dim or len(u) < 2:
+        raise TrainingError(f"training sample must be (n >= 2, {n_dim}) unit coordinates, got {u.shape}")
     if not np.all(np.isfinite(u)) or u.min() < 0.0 or u.max() > 1.0:
         raise TrainingError("training sample has coordinates outside the unit box")
     tr_idx, va_idx = split_indices(len(u), config.val_fraction, config.seed)

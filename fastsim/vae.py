@@ -52,21 +52,25 @@ class VAE(nn.Module):
         n_hidden: hidden layers of each.
         n_importance: importance samples K of the density estimate.
         circular: indices of the periodic coordinates.
+        n_dim: number of coordinates (``CoordinateMap.n_dim``: 5, or 4 folded).
     """
 
     kind = "vae"
 
     def __init__(self, latent: int = 4, hidden: int = 128, n_hidden: int = 3, n_importance: int = 64,
-                 circular: tuple[int, ...] = CIRCULAR) -> None:
+                 circular: tuple[int, ...] = CIRCULAR, n_dim: int = N_DIM) -> None:
         super().__init__()
+        self.n_dim = int(n_dim)
         self.hyperparameters = {"latent": int(latent), "hidden": int(hidden), "n_hidden": int(n_hidden),
                                 "n_importance": int(n_importance), "circular": [int(c) for c in circular]}
-        circ = torch.tensor([i in circular for i in range(N_DIM)])
+        if self.n_dim != N_DIM:
+            self.hyperparameters["n_dim"] = self.n_dim
+        circ = torch.tensor([i in circular for i in range(self.n_dim)], dtype=torch.bool)
         self.register_buffer("is_circ", circ)
         self.latent = latent
         self.n_importance = n_importance
-        self.encoder = _mlp(N_DIM + int(circ.sum()), 2 * latent, hidden, n_hidden)
-        self.decoder = _mlp(latent, 2 * N_DIM, hidden, n_hidden)
+        self.encoder = _mlp(self.n_dim + int(circ.sum()), 2 * latent, hidden, n_hidden)
+        self.decoder = _mlp(latent, 2 * self.n_dim, hidden, n_hidden)
 
     # -- pieces ----------------------------------------------------------
     def _features(self, u: torch.Tensor) -> torch.Tensor:
@@ -83,15 +87,15 @@ class VAE(nn.Module):
 
     def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.decoder(z)
-        mu = h[..., :N_DIM]
+        d = self.n_dim
+        mu = h[..., :d]
         # Bounded widths: wrapped normal needs sigma <= 0.5 for the truncated winding sum.
-        sig = torch.where(self.is_circ, 0.5 * torch.sigmoid(h[..., N_DIM:]),
-                          torch.exp(h[..., N_DIM:].clamp(-9.0, 3.0)))
+        sig = torch.where(self.is_circ, 0.5 * torch.sigmoid(h[..., d:]), torch.exp(h[..., d:].clamp(-9.0, 3.0)))
         sig = sig.clamp_min(1e-4)
         return mu, sig
 
     def _log_lik(self, u: torch.Tensor, mu: torch.Tensor, sig: torch.Tensor) -> torch.Tensor:
-        """log p(u | z) summed over coordinates; u (..., 5) broadcast against mu, sig."""
+        """log p(u | z) summed over coordinates; u (..., d) broadcast against mu, sig."""
         uc = u.clamp(EDGE, 1.0 - EDGE)
         y = torch.logit(uc)
         lin = (-0.5 * ((y - mu) / sig) ** 2 - torch.log(sig) - 0.5 * _LOG_2PI
@@ -126,11 +130,11 @@ class VAE(nn.Module):
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     def sample_unit(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n samples (n, 5) on the unit box (inside by construction)."""
+        """n samples (n, d) on the unit box (inside by construction)."""
         p = next(self.parameters())
         z = torch.randn((n, self.latent), generator=generator, dtype=p.dtype, device=p.device)
         mu, sig = self._decode(z)
-        e = torch.randn((n, N_DIM), generator=generator, dtype=p.dtype, device=p.device)
+        e = torch.randn((n, self.n_dim), generator=generator, dtype=p.dtype, device=p.device)
         x = mu + sig * e
         u = torch.where(self.is_circ, torch.remainder(x, 1.0), torch.sigmoid(x))
         return u.clamp(0.0, 1.0)

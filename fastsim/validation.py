@@ -57,6 +57,73 @@ def chi2_counts(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return float(np.sum(num / den)), max(int(use.sum()) - 1, 1)
 
 
+#: Bins of the folded point in :func:`symmetry_test`: m, |cos theta_X|, |cos theta_1|, folded phi_1.
+SYMMETRY_BINS = (6, 4, 4, 4)
+#: Smallest p-value of :func:`symmetry_test` with which a sample is taken as symmetric.
+SYMMETRY_P_MIN = 1e-3
+
+
+def symmetry_test(hv: np.ndarray, m_range: tuple[float, float], bins: tuple[int, ...] = SYMMETRY_BINS) -> dict:
+    """Is a sample invariant under the detector symmetries that ``fold=True`` assumes?
+
+    Under them (``fastsim.coords``) the eight images of a point are equally
+    likely: given the folded point, the three bits that say which image an
+    event is (cos theta_X < 0; then cos theta_1 < 0; then phi_1 < 0) are fair
+    coins, and phi_X is uniform. For each bit the events are counted per cell of
+    the folded point (``bins``) with the bit set and unset, chi^2 = sum
+    (N1 - N0)^2 / (N1 + N0) over cells; phi_X gets a 1-D chi^2 against flat
+    (20 bins). Returns chi^2, ndf and p-value per test and the smallest p-value.
+    """
+    from scipy import stats
+
+    from fastsim.coords import fold_helicity_variables
+
+    hv = np.asarray(hv, dtype=np.float64)
+    f = fold_helicity_variables(hv)
+    lo, hi = m_range
+    cols = [(f[:, 0] - lo) / (hi - lo), f[:, 1], f[:, 3], f[:, 4] / math.pi]
+    cell = np.zeros(len(hv), dtype=np.int64)
+    for c, nb in zip(cols, bins):
+        cell = cell * nb + np.clip((c * nb).astype(np.int64), 0, nb - 1)
+    n_cells = int(np.prod(bins))
+    cx, c1 = hv[:, 1], hv[:, 3]
+    # which image: the bits of fastsim.coords.fold_helicity_variables
+    z = cx < 0.0
+    p1 = np.where(z, math.pi - hv[:, 4], hv[:, 4])
+    s = c1 < 0.0
+    p1 = np.where(s, p1 + math.pi, p1)
+    y = (math.pi - np.mod(math.pi - p1, 2.0 * math.pi)) < 0.0
+    out = {}
+    for name, bit in (("z_reflection", z), ("p1_p2_exchange", s), ("mirror_plane", y)):
+        n1 = np.bincount(cell[bit], minlength=n_cells).astype(np.float64)
+        n0 = np.bincount(cell[~bit], minlength=n_cells).astype(np.float64)
+        use = (n0 + n1) > 0
+        chi2 = float(np.sum((n1[use] - n0[use]) ** 2 / (n1[use] + n0[use])))
+        ndf = int(use.sum())
+        out[name] = {"chi2": chi2, "ndf": ndf, "p_value": float(stats.chi2.sf(chi2, ndf))}
+    h = np.histogram(hv[:, 2], 20, (-math.pi, math.pi))[0].astype(np.float64)
+    chi2 = float(np.sum((h - h.mean()) ** 2 / h.mean()))
+    out["phi_X_uniform"] = {"chi2": chi2, "ndf": 19, "p_value": float(stats.chi2.sf(chi2, 19))}
+    out["min_p_value"] = min(v["p_value"] for v in out.values())
+    out["n_events"] = len(hv)
+    return out
+
+
+def require_symmetry(hv: np.ndarray, m_range: tuple[float, float], source: str) -> dict:
+    """:func:`symmetry_test` of a training sample for folded coordinates; raises
+    :class:`~fastsim.errors.TrainingError` naming ``source`` when any p-value is
+    below ``SYMMETRY_P_MIN``. Returns the test's result."""
+    from .errors import TrainingError
+
+    res = symmetry_test(hv, m_range)
+    if res["min_p_value"] < SYMMETRY_P_MIN:
+        tests = ", ".join(f"{k} p = {v['p_value']:.2g}" for k, v in res.items() if isinstance(v, dict))
+        raise TrainingError(f"{source}: the events are not symmetric under the detector symmetries that folded "
+                            f"coordinates assume ({tests}; need p >= {SYMMETRY_P_MIN:g} for each); train "
+                            f"without folding")
+    return res
+
+
 def classifier_auc(x_model: np.ndarray, x_ref: np.ndarray, seed: int = 0) -> dict:
     """ROC AUC of a classifier separating model from reference events.
 

@@ -176,3 +176,35 @@ def test_cli_train_sample_validate(mc_events, tmp_path):
     bad.write_bytes(b"\x00" * 100)
     r = runner.invoke(app, ["sample", "--model", str(bad), "--n", "10", "--out", str(out)])
     assert r.exit_code == 2 and "not a readable model checkpoint" in " ".join(r.output.split())
+
+
+def test_cli_train_folds_by_default_and_refuses_an_asymmetric_sample(mc_events, tmp_path):
+    from cli.fastsim_app import app
+    from fastsim.events import Events
+
+    mc = tmp_path / "mc.parquet"
+    write_events(mc, mc_events)
+    runner = CliRunner()
+    hp = [a for k, v in TINY.items() for a in ("--hp", f"{k}={v}")]
+    args = ["--epochs", "1", "--device", "cpu", "--batch-size", "1024", *hp]
+    r = runner.invoke(app, ["train", "--mc", str(mc), "--out", str(tmp_path / "fold.pt"), *args])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(tmp_path / "fold.pt")
+    assert ck["coordinates"]["fold"] is True and ck["hyperparameters"]["n_dim"] == 4
+    assert ck["symmetry_test"]["min_p_value"] > 1e-3
+    sim = load_simulator(tmp_path / "fold.pt")
+    hv = sim.sample_hv(2000, seed=1)
+    assert hv.shape == (2000, 5) and (hv[:, 1] < 0).mean() == pytest.approx(0.5, abs=0.05)
+    r = runner.invoke(app, ["train", "--mc", str(mc), "--out", str(tmp_path / "plain.pt"), "--no-fold", *args])
+    assert r.exit_code == 0, r.output
+    ck = load_checkpoint(tmp_path / "plain.pt")
+    assert "fold" not in ck["coordinates"] and "n_dim" not in ck["hyperparameters"]
+    # forward-backward asymmetric "detector": no event with cos theta_X < -0.5
+    hv = mc_events.helicity_variables
+    skew = tmp_path / "skew.parquet"
+    write_events(skew, Events.from_helicity_variables(hv[hv[:, 1] > -0.5], JPSI_GAMMA_KK))
+    out = tmp_path / "skew.pt"
+    r = runner.invoke(app, ["train", "--mc", str(skew), "--out", str(out), *args])
+    msg = " ".join(r.output.split())
+    assert r.exit_code == 2 and "not symmetric" in msg and "skew.parquet" in msg and "z_reflection" in msg
+    assert not out.exists()

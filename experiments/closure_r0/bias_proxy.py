@@ -17,7 +17,7 @@ included) for the nonlinear part.
     python experiments/closure_r0/bias_proxy.py prepare           # reference fit -> /tmp/closure_proxy/ref.npz
     python experiments/closure_r0/bias_proxy.py validate          # proxy vs refit (small MC, shipped flow)
     python experiments/closure_r0/bias_proxy.py shipped [FLOW.pt ...]  # (a) the 1M-trained flow(s)
-    python experiments/closure_r0/bias_proxy.py samples --n 6     # 50k conventional training samples
+    python experiments/closure_r0/bias_proxy.py samples --n 6 [--fold]  # 50k conventional training samples
     python experiments/closure_r0/bias_proxy.py flows DIR...      # proxy for trained flows (train_flows.py)
 """
 
@@ -252,12 +252,12 @@ def validate(proxy: Proxy) -> dict:
     return {"names": proxy.names, "cases": rows}
 
 
-def samples(n: int, out: Path) -> None:
+def samples(n: int, out: Path, fold: bool = False) -> None:
     """Unit-box coordinates of the 50k conventional samples of closure toys 0..n-1, with the knots."""
     from fastsim.coords import CoordinateMap, acceptance_knots
 
     model, det = _setup()
-    coords = CoordinateMap.for_reaction(model.reaction)
+    coords = CoordinateMap.for_reaction(model.reaction, fold=fold)
     knots = acceptance_knots(det.card, coords, model.reaction.parent_mass)
     out.mkdir(parents=True, exist_ok=True)
     for s in range(n):
@@ -287,7 +287,6 @@ def evaluate_flows(proxy: Proxy, files: list[Path], results: Path) -> None:
     from fastsim.validation import classifier_auc
 
     torch.set_num_threads(1)
-    coords = CoordinateMap.for_reaction(proxy.model.reaction)
     done = set()
     if results.exists():
         done = {json.loads(line)["file"] for line in results.read_text().splitlines() if line.strip()}
@@ -298,6 +297,7 @@ def evaluate_flows(proxy: Proxy, files: list[Path], results: Path) -> None:
         hp = {k: v for k, v in d["hyperparameters"].items()}
         m = SplineFlow(**hp)
         m.load_state_dict(d["state"])
+        coords = CoordinateMap.for_reaction(proxy.model.reaction, fold=m.n_dim == 4)
         sim = FastSimulator(m.eval(), coords, reaction=proxy.model.reaction)
         ev = flow_events(sim, seed=1000 + int(d["sample"]))
         sh = proxy.shift(proxy.matrix_cache(ev))
@@ -317,12 +317,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "closure_r0_tuning")
     ap.add_argument("--newton-steps", type=int, default=1)
+    ap.add_argument("--fold", action="store_true", help="samples: folded coordinates (fastsim.coords)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.cmd == "prepare":
         return prepare()
     if a.cmd == "samples":
-        return samples(a.n, CACHE / "samples")
+        return samples(a.n, CACHE / ("samples_fold" if a.fold else "samples"), a.fold)
     proxy = Proxy(a.newton_steps)
     if a.cmd == "validate":
         (a.out / "validation.json").write_text(json.dumps(validate(proxy), indent=1))

@@ -40,6 +40,19 @@ SETTINGS = {
                                {"extra_m_knots": [0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08]}),
     "K0_base_thr": ({"epochs": 15, "batch_size": 2048, "learning_rate": 2e-3},
                     {"extra_m_knots": [0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08]}),
+    # the R0 closure run's settings (experiments/closure_r0/run.sh)
+    "C0_closure": ({"epochs": 40, "batch_size": 2048, "learning_rate": 2e-3, "patience": 8}, {}),
+    # the same on folded coordinates (bias_proxy.py samples --fold): 4-d flow, no periodic coordinate
+    "F0_closure_fold": ({"epochs": 40, "batch_size": 2048, "learning_rate": 2e-3, "patience": 8},
+                        {"n_dim": 4, "circular": []}),
+    # folded, the cosine schedule run to its end (no early stopping)
+    "F1_fold_e25_full": ({"epochs": 25, "batch_size": 2048, "learning_rate": 2e-3, "patience": 1000},
+                         {"n_dim": 4, "circular": []}),
+    "F2_fold_e50_full": ({"epochs": 50, "batch_size": 2048, "learning_rate": 2e-3, "patience": 1000},
+                         {"n_dim": 4, "circular": []}),
+    # folded + cube root of u_m as a conditioner input
+    "F3_fold_cbrt": ({"epochs": 40, "batch_size": 2048, "learning_rate": 2e-3, "patience": 8},
+                     {"n_dim": 4, "circular": [], "cbrt_features": [0]}),
     "T0_quick": ({"epochs": 1, "batch_size": 2048, "learning_rate": 2e-3}, {}),
 }
 
