@@ -166,7 +166,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     if settings.reweight:
         t = clock()
         w, reweight_info = dctr_weights(flow.helicity_variables, small.helicity_variables,
-                                        seed=_seed(settings, toy, 6))
+                                        seed=_seed(settings, toy, 6), fold=settings.flow_fold)
         caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction)))
         timings["reweighting"] = clock() - t
 

@@ -128,7 +128,9 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
     if reference is not None:
         from fastsim.reweight import dctr_weights
 
-        w, rw = dctr_weights(events.helicity_variables, reference.helicity_variables, seed=seed)
+        # a folded flow was trained on MC that passed the symmetry test: classify folded points
+        w, rw = dctr_weights(events.helicity_variables, reference.helicity_variables, seed=seed,
+                             fold=sim.coords.fold)
         events = Events(events.momenta, w, events.reaction)
         typer.echo(f"DCTR reweighting against {reweight} ({len(reference)} events): effective sample size "
                    f"{rw['effective_sample_size']:.0f} ({100 * rw['ess_fraction']:.1f} % of {len(w)})", err=True)

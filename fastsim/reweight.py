@@ -15,14 +15,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def _features(hv: np.ndarray) -> np.ndarray:
-    """m, cos theta_X, cos theta_1 and (cos, sin) of both azimuths (periodic)."""
+def _features(hv: np.ndarray, fold: bool = False) -> np.ndarray:
+    """m, cos theta_X, cos theta_1 and (cos, sin) of both azimuths (periodic); folded:
+    the point of the fundamental domain (m, |cos theta_X|, |cos theta_1|, phi_1 in [0, pi])."""
+    if fold:
+        from .coords import fold_helicity_variables
+
+        f = fold_helicity_variables(hv)
+        return np.column_stack([f[:, 0], f[:, 1], f[:, 3], f[:, 4]])
     return np.column_stack([hv[:, 0], hv[:, 1], np.cos(hv[:, 2]), np.sin(hv[:, 2]), hv[:, 3],
                             np.cos(hv[:, 4]), np.sin(hv[:, 4])])
 
 
 def dctr_weights(hv_generated: np.ndarray, hv_reference: np.ndarray, *, seed: int = 0,
-                 max_weight: float = 20.0) -> tuple[np.ndarray, dict]:
+                 max_weight: float = 20.0, fold: bool = False) -> tuple[np.ndarray, dict]:
     """Per-event weights for the generated sample, mean 1.
 
     Args:
@@ -31,6 +37,10 @@ def dctr_weights(hv_generated: np.ndarray, hv_reference: np.ndarray, *, seed: in
         seed: seed of the fold split and the classifier.
         max_weight: weights are clipped here (before normalising) so that
             a few badly-modelled events cannot dominate.
+        fold: classify on the folded point (``fastsim.coords``): for samples
+            of a detector with the symmetries of folded coordinates (a
+            folded simulator), whose densities depend on it alone; the weight
+            is then a function of the folded point, symmetric like both samples.
 
     Returns:
         (weights (n_gen,), info with the effective sample size
@@ -39,7 +49,7 @@ def dctr_weights(hv_generated: np.ndarray, hv_reference: np.ndarray, *, seed: in
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     rng = np.random.default_rng(seed)
-    Xg, Xr = _features(hv_generated), _features(hv_reference)
+    Xg, Xr = _features(hv_generated, fold), _features(hv_reference, fold)
     fold_g = rng.integers(0, 2, len(Xg))
     fold_r = rng.integers(0, 2, len(Xr))
     weights = np.empty(len(Xg))
@@ -61,4 +71,5 @@ def dctr_weights(hv_generated: np.ndarray, hv_reference: np.ndarray, *, seed: in
     ess = float(weights.sum() ** 2 / np.sum(weights**2))
     return weights, {"effective_sample_size": ess, "ess_fraction": ess / len(weights),
                      "n_clipped": clipped, "max_weight": max_weight,
-                     "classifier": "HistGradientBoostingClassifier, 2-fold cross-fitted"}
+                     "classifier": "HistGradientBoostingClassifier, 2-fold cross-fitted",
+                     "features": "folded" if fold else "helicity variables"}

@@ -96,8 +96,12 @@ def main() -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--cases", default="fixed,floating")
     ap.add_argument("--fit-floating", action="store_true",
-                    help="also fit with floating masses/widths (trust-exact; exact Hessian in batches of "
+                    help="also fit with floating masses/widths (--floating-optimizer; exact Hessians in batches of "
                          "8 tangents: a few GB at 400,000 MC)")
+    ap.add_argument("--floating-optimizer", default="BFGS",
+                    help="our optimiser with floating lineshapes (default BFGS: exact gradients only, the "
+                         "exact Hessian at the end for the Newton polish and the errors; trust-exact needs "
+                         "a Hessian of ~37 gradients at every iteration there)")
     ap.add_argument("--hessian-chunk", type=int, default=50_000,
                     help="floating case: Hessian through pwa.chunked with MC chunks of this size")
     ap.add_argument("--tw-fit", action="append", default=[], choices=["fixed", "floating"],
@@ -215,11 +219,13 @@ def main() -> int:
         tw_t = twb.time_nll_and_gradient(tw, data_tw, mc_tw, free, {**truth_all, **start_case},
                                          repeats=args.tw_repeats)
 
-        # --- our fit (trust-exact with exact Hessian), first (with compile) and warm -----
+        # --- our fit (fixed: trust-exact with the exact Hessian; floating: --floating-optimizer),
+        # first (with compile) and warm; Minuit only if that fails -------------------------------
         stage(case, "our fits")
         mz = Minimizer(model.nll, model.n_free, model.bounds, args=a)
         fits, first, warm = [], None, None
-        for optimizer in ("trust-exact", "minuit") if (not floating or args.fit_floating) else ():  # second one only if the first fails
+        ours = (args.floating_optimizer if floating else "trust-exact", "minuit")
+        for optimizer in ours if (not floating or args.fit_floating) else ():
             runs = []
             for _ in range(2):  # first call includes compilation, second is warm
                 t = time.perf_counter()

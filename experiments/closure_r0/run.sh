@@ -3,7 +3,8 @@
 # MC budget of T events on which a fresh flow is trained, F flow events and a
 # large conventional reference of R events. Resumable: rerun the same command
 # after an interruption and finished toys are kept. The per-toy flow trains up to
-# EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate.
+# EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
+# folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
 #
 #   bash experiments/closure_r0/run.sh            # defaults below
 #   TOYS=10 WORKERS=2 bash experiments/closure_r0/run.sh
