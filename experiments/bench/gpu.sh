@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one script, 5-8 minutes on one modern card (each part has its
-# own timeout, so a slow part cannot starve the others). Needs the project importable
-# (pip install -e . or PYTHONPATH=.), a CUDA build of JAX and of torch, and for the
-# comparison ampform + tensorwaves (extra `bench`).
+# GPU benchmarks in one script, about 5 minutes on one modern card (each part has its
+# own timeout, so a slow part cannot starve the others; worst case 9 minutes). Needs the
+# project importable (pip install -e . or PYTHONPATH=.), a CUDA build of JAX and of torch,
+# and for the comparison ampform + tensorwaves (extra `bench`).
 #
 #   bash experiments/bench/gpu.sh                 # results into experiments/results/
 #   RES=/some/dir bash experiments/bench/gpu.sh   # results elsewhere
@@ -38,18 +38,19 @@ if d.platform != "gpu" or not torch.cuda.is_available():
 PY
 
 stamp "1. likelihood, bandwidth, FALLS"
-timeout 110 $PY experiments/bench/bench_likelihood.py --quick --floating-hessian \
+timeout 100 $PY experiments/bench/bench_likelihood.py --quick --floating-hessian \
     --out "$RES/bench_likelihood_gpu.json" || echo "bench_likelihood failed or timed out"
 
 stamp "2. against tensorwaves (value, gradient, fits; fixed and floating)"
 if $PY -c "import ampform, tensorwaves" 2>/dev/null; then
-  # two runs so that a slow floating case cannot take the fixed one with it; the first
-  # H100 run (2026-11-26) finished the fixed case in ~60 s and did not finish the
-  # floating one in 170 s: the timestamped stage lines show where the time goes
-  timeout 100 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
+  # two processes, so that a slow floating case cannot take the fixed one with it. The
+  # first H100 run (2026-11-26) finished the fixed case in ~60 s and did not finish the
+  # floating one in 170 s; both now write their value/gradient timings before the fits,
+  # and the timestamped stage lines show where the time goes.
+  timeout 90 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
       --cases fixed --tw-fit fixed --repeats 5 --tw-repeats 3 \
       --out "$RES/bench_vs_tensorwaves_gpu.json" || echo "tensorwaves comparison (fixed) failed or timed out"
-  timeout 240 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
+  timeout 200 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
       --cases floating --fit-floating --tw-fit floating --repeats 5 --tw-repeats 2 \
       --out "$RES/bench_vs_tensorwaves_gpu.json" || echo "tensorwaves comparison (floating) failed or timed out"
 else
@@ -57,7 +58,7 @@ else
 fi
 
 stamp "3. flow sampling and training on the GPU"
-timeout 60 $PY - "$RES/flow_benchmark_gpu.json" <<'PY' || echo "flow sampling benchmark failed or timed out"
+timeout 45 $PY - "$RES/flow_benchmark_gpu.json" <<'PY' || echo "flow sampling benchmark failed or timed out"
 import json, sys, time
 import numpy as np, torch
 from fastsim.checkpoint import load_simulator
@@ -74,7 +75,7 @@ print(json.dumps(res, indent=1)); open(sys.argv[1], "w").write(json.dumps(res, i
 PY
 W=$(mktemp -d)
 timeout 30 $PY -m cli.fastsim_app generate --n 1000000 --seed 1 --out "$W/train.parquet" >/dev/null \
-  && timeout 75 $PY -m cli.fastsim_app train --mc "$W/train.parquet" --out "$W/flow.pt" --kind flow \
+  && timeout 60 $PY -m cli.fastsim_app train --mc "$W/train.parquet" --out "$W/flow.pt" --kind flow \
        --device cuda --epochs 2 --batch-size 8192 --lr 3e-3 --seed 0 \
        --hp n_layers=6 --hp hidden=64 --hp n_blocks=1 --hp n_bins=16 2>&1 | tail -5 | tee "$RES/flow_train_gpu.log" \
   || echo "flow training failed or timed out"
