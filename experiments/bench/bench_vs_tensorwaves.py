@@ -104,6 +104,9 @@ def main() -> int:
                          "a Hessian of ~37 gradients at every iteration there)")
     ap.add_argument("--hessian-chunk", type=int, default=50_000,
                     help="floating case: Hessian through pwa.chunked with MC chunks of this size")
+    ap.add_argument("--events-cache", default=None,
+                    help="npz of the data and MC four-momenta: loaded if it exists, else written after "
+                         "generation (two processes on the same events pay the accept-reject once)")
     ap.add_argument("--tw-fit", action="append", default=[], choices=["fixed", "floating"],
                     help="also time tensorwaves' fit (scipy BFGS, analytic gradient) in this process")
     args = ap.parse_args()
@@ -117,6 +120,7 @@ def main() -> int:
     from pwa.optimize import Minimizer
 
     env = rtb.environment()
+    stage("set-up", "building the tensorwaves model")
     # --- same events as the colleague's baseline --------------------------------------
     t = time.perf_counter()
     tw = twb.build_model(rtb.R0_LIKE)
@@ -124,9 +128,24 @@ def main() -> int:
     truth_tw = tw.to_parameters(rtb.R0_COUPLINGS)
     tw.set_parameters(truth_tw)
     truth_all = dict(tw.values)  # every ampform parameter at the truth (masses, widths, radii too)
-    p_data = rtb.generate_data(tw, args.n_data, args.seed)
-    p_mc = rtb.flat_momenta(args.n_mc, args.seed + 777)
+    stage("set-up", f"tensorwaves model built ({tw_build:.1f} s); events")
+    cache = Path(args.events_cache) if args.events_cache else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            p_data, p_mc = z["data"], z["mc"]
+        if len(p_data) != args.n_data or len(p_mc) != args.n_mc:
+            raise SystemExit(f"{cache}: holds {len(p_data)} data / {len(p_mc)} MC events, "
+                             f"expected {args.n_data} / {args.n_mc}")
+    else:
+        p_data = rtb.generate_data(tw, args.n_data, args.seed)
+        p_mc = rtb.flat_momenta(args.n_mc, args.seed + 777)
+        if cache is not None:
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, data=p_data, mc=p_mc)
+            tmp.replace(cache)
+    stage("set-up", "tensorwaves datasets (helicity variables)")
     data_tw, mc_tw = rtb.datasets(tw, p_data), rtb.datasets(tw, p_mc)
+    stage("set-up", "done")
     data_ev, mc_ev = Events(p_data), Events(p_mc)
 
     # start point exactly as run_tensorwaves_baseline.run_fit draws it

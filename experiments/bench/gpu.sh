@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one script, about 5 minutes on one modern card (each part has its
-# own timeout, so a slow part cannot starve the others; worst case 9 minutes). Needs the
+# GPU benchmarks in one script, 6-7 minutes on one H100 (each part has its own timeout,
+# so a slow part cannot starve the others; worst case 10 minutes). Needs the
 # project importable (pip install -e . or PYTHONPATH=.), a CUDA build of JAX and of torch,
 # and for the comparison ampform + tensorwaves (extra `bench`).
 #
@@ -43,15 +43,16 @@ timeout 100 $PY experiments/bench/bench_likelihood.py --quick --floating-hessian
 
 stamp "2. against tensorwaves (value, gradient, fits; fixed and floating)"
 if $PY -c "import ampform, tensorwaves" 2>/dev/null; then
-  # two processes, so that a slow floating case cannot take the fixed one with it. The
-  # first H100 run (2026-11-26) finished the fixed case in ~60 s and did not finish the
-  # floating one in 170 s; both now write their value/gradient timings before the fits,
-  # and the timestamped stage lines show where the time goes.
-  timeout 90 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
-      --cases fixed --tw-fit fixed --repeats 5 --tw-repeats 3 \
-      --out "$RES/bench_vs_tensorwaves_gpu.json" || echo "tensorwaves comparison (fixed) failed or timed out"
+  # two processes, so that a slow floating case cannot take the fixed one with it; they
+  # share the generated events (--events-cache). On the H100 (2026-11-27) the set-up before
+  # the first timing (tensorwaves model, accept-reject data through its intensity, its
+  # helicity variables) took ~160 s; both write their value/gradient timings before the fits.
+  EV=$(mktemp -d)/events_20000_400000.npz
   timeout 200 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
-      --cases floating --fit-floating --tw-fit floating --repeats 5 --tw-repeats 2 \
+      --cases fixed --tw-fit fixed --repeats 5 --tw-repeats 3 --events-cache "$EV" \
+      --out "$RES/bench_vs_tensorwaves_gpu.json" || echo "tensorwaves comparison (fixed) failed or timed out"
+  timeout 170 $PY experiments/bench/bench_vs_tensorwaves.py --n-data 20000 --n-mc 400000 \
+      --cases floating --fit-floating --tw-fit floating --repeats 5 --tw-repeats 2 --events-cache "$EV" \
       --out "$RES/bench_vs_tensorwaves_gpu.json" || echo "tensorwaves comparison (floating) failed or timed out"
 else
   echo "ampform/tensorwaves not installed: comparison skipped"
