@@ -28,8 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-#: Normalisation choices compared against the large conventional reference.
-CHOICES = ("small", "flow", "flow_rw")
+#: Normalisation choices compared against the large conventional reference: the small
+#: conventional MC, the flow, the DCTR-reweighted flow and the bootstrap-bias-corrected flow
+#: (2 M_flow - mean M_replica, fastsim.training.bootstrap_replicas).
+CHOICES = ("small", "flow", "flow_rw", "flow_bc")
+FLOW_CHOICES = CHOICES[1:]
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,12 @@ class ClosureSettings:
     flow_patience: int = 5
     flow_m_map: str = "phase_space"
     flow_fold: bool = True
+    flow_bootstrap: int = 0
 
     #: Fields added after the first runs, with the values those runs used: left out of the
     #: digest at these values, so that toy files written before they existed stay valid.
     _LATER_FIELDS = {"flow_batch_size": 2048, "flow_learning_rate": 2e-3, "flow_patience": 5,
-                     "flow_m_map": "affine", "flow_fold": False}
+                     "flow_m_map": "affine", "flow_fold": False, "flow_bootstrap": 0}
 
     def digest(self) -> str:
         """Hash of what defines one toy (not the number of toys: a run can be extended)."""
@@ -97,10 +101,10 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                 write_text_atomic)
     from fastsim.generator import FastSimulator
     from fastsim.reweight import dctr_weights
-    from fastsim.training import TrainConfig, fit as train_flow, model_hyperparameters
+    from fastsim.training import TrainConfig, bootstrap_replicas, fit as train_flow, model_hyperparameters
     from fastsim.validation import classifier_auc, require_symmetry
     from pwa import Model, load_model_card
-    from pwa.fit import FitConfig, FitProblem, fit, normalisation_cache
+    from pwa.fit import FitConfig, FitProblem, combine_normalisation_caches, fit, normalisation_cache
     from pwa.fractions import phase_space_quadrature
     from pwa.toys import iter_toys
 
@@ -127,13 +131,13 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                     f"toy {toy}: conventional MC of detector {settings.detector!r}")
     # as `fastsim train`: pre-transform knots at the acceptance edges
     hyper = model_hyperparameters("flow", coords, det.card, settings.flow_hyperparameters)
-    trained = train_flow(coords.to_unit(small.helicity_variables),
-                         TrainConfig(kind="flow", hyperparameters=hyper,
-                                     epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
-                                     batch_size=settings.flow_batch_size,
-                                     learning_rate=settings.flow_learning_rate,
-                                     patience=settings.flow_patience,
-                                     seed=_seed(settings, toy, 3)))
+    train_config = TrainConfig(kind="flow", hyperparameters=hyper,
+                               epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
+                               batch_size=settings.flow_batch_size,
+                               learning_rate=settings.flow_learning_rate,
+                               patience=settings.flow_patience,
+                               seed=_seed(settings, toy, 3))
+    trained = train_flow(coords.to_unit(small.helicity_variables), train_config)
     sim = FastSimulator(trained["model"], coords)
     timings["flow_training"] = clock() - t
 
@@ -169,6 +173,19 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                         seed=_seed(settings, toy, 6), fold=settings.flow_fold)
         caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction)))
         timings["reweighting"] = clock() - t
+    if settings.flow_bootstrap:
+        # replicas trained on T events of the flow itself, as the flow was on T conventional events
+        t = clock()
+        replicas = bootstrap_replicas(trained["model"], settings.n_train, train_config, settings.flow_bootstrap,
+                                      seed=_seed(settings, toy, 7) * 1000)
+        k = len(replicas)
+        replica_caches = [normalisation_cache(model, flow_chunks(
+            FastSimulator(r["model"], coords).sample(settings.n_flow, seed=_seed(settings, toy, 8) * 1000 + i)))[0]
+            for i, r in enumerate(replicas)]
+        caches["flow_bc"] = (combine_normalisation_caches([(2.0, caches["flow"][0])]
+                                                          + [(-1.0 / k, c) for c in replica_caches]),
+                             caches["flow"][1])
+        timings["bootstrap_replicas"] = clock() - t
 
     t = clock()
     data_cache = model.precompute(data)
@@ -248,7 +265,7 @@ def _summarise(records: list[dict], names: list[str], truth: np.ndarray, is_phas
                           for i, n in enumerate(names)}
         out["pull"][c]["_values"] = p.tolist()
     if "small" in choices:
-        for c in ("flow", "flow_rw"):
+        for c in FLOW_CHOICES:
             if c in choices:
                 out["amplification"][c] = {n: out["shift"]["small"][n]["rms"] / max(out["shift"][c][n]["rms"], 1e-300)
                                            for n in names}
@@ -271,6 +288,11 @@ def report_markdown(settings: ClosureSettings, summary: dict, records: list[dict
         "the spread (RMS) that the normalisation sample X adds. Amplification = RMS(small-MC shift) / "
         "RMS(flow shift): above 1 the flow beats the sample it was trained on (Butter et al., SciPost Phys. "
         "10 (2021) 139).", "",
+        *([f"flow_rw: the flow reweighted by a classifier against the T conventional events (DCTR). "
+           f"flow_bc: bootstrap bias correction, normalisation 2 M_flow - mean M_replica over "
+           f"{settings.flow_bootstrap} replica flow(s), each trained with the same settings on T events "
+           f"drawn from the toy's flow (fastsim.training.bootstrap_replicas).", ""]
+          if settings.flow_bootstrap else []),
         "Converged fits: " + ", ".join(f"{c} {n}/{K}" for c, n in summary["converged"].items()) + ".", "",
         f"Flow validation (classifier AUC flow vs reference, 0.5 = perfect): mean {np.mean(auc):.4f}, "
         f"range {min(auc):.4f}-{max(auc):.4f}.", "",

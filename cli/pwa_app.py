@@ -419,6 +419,9 @@ def closure(
     flow_fold: bool = typer.Option(True, "--flow-fold/--no-flow-fold",
                                    help="Train the flows on folded coordinates (fastsim train --fold); the MC "
                                         "of each toy is tested for the detector symmetries first."),
+    flow_bootstrap: int = typer.Option(0, "--flow-bootstrap", min=0,
+                                       help="Also fit with the bootstrap-bias-corrected flow (flow_bc): this "
+                                            "many replica flows trained on T events of the toy's flow."),
     optimizer: str = _OPT,
     workers: int = typer.Option(1, "--workers", min=1, help="Toys run in parallel processes."),
     executor: str = typer.Option("process", "--executor", help="process, serial or dask."),
@@ -438,7 +441,7 @@ def closure(
                                n_reference=n_reference, seed=seed, detector=detector, reweight=reweight,
                                flow_epochs=flow_epochs, flow_minutes=flow_minutes, flow_hyperparameters=hp,
                                optimizer=optimizer, flow_batch_size=flow_batch_size, flow_learning_rate=flow_lr,
-                               flow_patience=flow_patience, flow_fold=flow_fold)
+                               flow_patience=flow_patience, flow_fold=flow_fold, flow_bootstrap=flow_bootstrap)
     # Validate the cards before any toy starts.
     from fastsim.events import load_detector_card
     from pwa import load_model_card

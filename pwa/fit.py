@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -446,6 +447,35 @@ def normalisation_cache(model: Model, chunks: Iterable[Events]) -> tuple[dict, i
     M = total / w_sum
     return {"norm_re": jnp.asarray(M.real), "norm_im": jnp.asarray(M.imag),
             "weights": jnp.asarray([w_sum])}, n
+
+
+def combine_normalisation_caches(terms: Sequence[tuple[float, dict]]) -> dict:
+    """Linear combination sum_k a_k M_k of normalisation-matrix caches.
+
+    The normalisation integral is linear in the density of the MC sample,
+    so a combination of samples with coefficients summing to one is again an
+    estimate of it; e.g. the bootstrap bias correction of a generator,
+    2 M_flow - M_replica (:func:`fastsim.training.bootstrap_replicas`). The
+    total weight of the result is that of the first cache.
+
+    Args:
+        terms: (coefficient, cache of :func:`normalisation_cache`) pairs.
+
+    Raises:
+        FitError: no terms, coefficients not summing to one, or a cache
+            without a normalisation matrix.
+    """
+    if not terms:
+        raise FitError("no normalisation caches to combine")
+    total = sum(float(a) for a, _ in terms)
+    if not math.isclose(total, 1.0, rel_tol=0.0, abs_tol=1e-12):
+        raise FitError(f"normalisation-cache coefficients must sum to 1, got {total}")
+    M = 0.0
+    for a, c in terms:
+        if "norm_re" not in c or "norm_im" not in c:
+            raise FitError("combine_normalisation_caches needs normalisation-matrix caches (norm_re, norm_im)")
+        M = M + float(a) * (np.asarray(c["norm_re"]) + 1j * np.asarray(c["norm_im"]))
+    return {"norm_re": jnp.asarray(M.real), "norm_im": jnp.asarray(M.imag), "weights": terms[0][1]["weights"]}
 
 
 def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.ndarray]:

@@ -13,7 +13,8 @@ runner = CliRunner()
 
 
 ARGS = ["--toys", "2", "--n-data", "600", "--n-train", "4000", "--n-flow", "8000", "--n-reference", "20000",
-        "--flow-epochs", "2", "--flow-layers", "2", "--flow-hidden", "16", "--executor", "serial", "--seed", "3"]
+        "--flow-epochs", "2", "--flow-layers", "2", "--flow-hidden", "16", "--executor", "serial", "--seed", "3",
+        "--flow-bootstrap", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def test_report_structure_and_finite_numbers(run):
     m = json.loads((out / "metrics.json").read_text())
     names = m["quantities"]
     assert names[-4:] == ["F(f0(980))", "F(f2'(1525))", "F(f0(1710))", "SF"]
-    assert set(m["shift"]) == {"small", "flow", "flow_rw"}
-    assert set(m["pull"]) == {"reference", "small", "flow", "flow_rw"}
+    assert set(m["shift"]) == {"small", "flow", "flow_rw", "flow_bc"}
+    assert set(m["pull"]) == {"reference", "small", "flow", "flow_rw", "flow_bc"}
+    assert set(m["amplification"]) == {"flow", "flow_rw", "flow_bc"}
     for c, table in m["shift"].items():
         for n in names:
             assert np.isfinite(table[n]["mean"]) and table[n]["rms"] >= abs(table[n]["mean"]) - 1e-12
@@ -46,7 +48,7 @@ def test_report_structure_and_finite_numbers(run):
     assert m["converged"]["reference"] == 2
     assert all(0.4 < v["auc"] < 1.0 for v in m["flow_validation"])
     report = (out / "report.md").read_text()
-    assert "Amplification" in report and "| F(f2'(1525)) |" in report
+    assert "Amplification" in report and "| F(f2'(1525)) |" in report and "flow_bc: bootstrap" in report
     assert (out / "pulls.png").exists() and (out / "shifts.png").exists()
 
 

@@ -5,6 +5,7 @@
 # after an interruption and finished toys are kept. The per-toy flow trains up to
 # EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
 # folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
+# BOOTSTRAP replica flows (default 1) add the bootstrap-bias-corrected flow (flow_bc).
 #
 #   bash experiments/closure_r0/run.sh            # defaults below
 #   TOYS=10 WORKERS=2 bash experiments/closure_r0/run.sh
@@ -20,8 +21,9 @@ PATIENCE=${PATIENCE:-8}
 BATCH=${BATCH:-2048}
 LR=${LR:-2e-3}
 WORKERS=${WORKERS:-2}
+BOOTSTRAP=${BOOTSTRAP:-1}
 OUT=${OUT:-experiments/results/closure_r0}
 nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
     --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
-    --flow-batch-size "$BATCH" --flow-lr "$LR" --workers "$WORKERS" \
+    --flow-batch-size "$BATCH" --flow-lr "$LR" --flow-bootstrap "$BOOTSTRAP" --workers "$WORKERS" \
     --out "$OUT" --seed 2026
