@@ -288,8 +288,9 @@ def report_markdown(settings: ClosureSettings, summary: dict, records: list[dict
         "the spread (RMS) that the normalisation sample X adds. Amplification = RMS(small-MC shift) / "
         "RMS(flow shift): above 1 the flow beats the sample it was trained on (Butter et al., SciPost Phys. "
         "10 (2021) 139).", "",
-        *([f"flow_rw: the flow reweighted by a classifier against the T conventional events (DCTR). "
-           f"flow_bc: bootstrap bias correction, normalisation 2 M_flow - mean M_replica over "
+        *(["flow_rw: the flow reweighted by a classifier against the T conventional events (DCTR).", ""]
+          if settings.reweight else []),
+        *([f"flow_bc: bootstrap bias correction, normalisation 2 M_flow - mean M_replica over "
            f"{settings.flow_bootstrap} replica flow(s), each trained with the same settings on T events "
            f"drawn from the toy's flow (fastsim.training.bootstrap_replicas).", ""]
           if settings.flow_bootstrap else []),

@@ -132,16 +132,16 @@ def main() -> int:
     cache = Path(args.events_cache) if args.events_cache else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
-            p_data, p_mc = z["data"], z["mc"]
-        if len(p_data) != args.n_data or len(p_mc) != args.n_mc:
-            raise SystemExit(f"{cache}: holds {len(p_data)} data / {len(p_mc)} MC events, "
-                             f"expected {args.n_data} / {args.n_mc}")
+            p_data, p_mc, cached_seed = z["data"], z["mc"], int(z["seed"])
+        if len(p_data) != args.n_data or len(p_mc) != args.n_mc or cached_seed != args.seed:
+            raise SystemExit(f"{cache}: holds {len(p_data)} data / {len(p_mc)} MC events of seed {cached_seed}, "
+                             f"expected {args.n_data} / {args.n_mc} of seed {args.seed}")
     else:
         p_data = rtb.generate_data(tw, args.n_data, args.seed)
         p_mc = rtb.flat_momenta(args.n_mc, args.seed + 777)
         if cache is not None:
             tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, data=p_data, mc=p_mc)
+            np.savez(tmp, data=p_data, mc=p_mc, seed=args.seed)
             tmp.replace(cache)
     stage("set-up", "tensorwaves datasets (helicity variables)")
     data_tw, mc_tw = rtb.datasets(tw, p_data), rtb.datasets(tw, p_mc)
