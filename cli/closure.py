@@ -59,11 +59,13 @@ class ClosureSettings:
     flow_m_map: str = "phase_space"
     flow_fold: bool = True
     flow_bootstrap: int = 0
+    flow_gates: bool = True
 
     #: Fields added after the first runs, with the values those runs used: left out of the
     #: digest at these values, so that toy files written before they existed stay valid.
     _LATER_FIELDS = {"flow_batch_size": 2048, "flow_learning_rate": 2e-3, "flow_patience": 5,
-                     "flow_m_map": "affine", "flow_fold": False, "flow_bootstrap": 0}
+                     "flow_m_map": "affine", "flow_fold": False, "flow_bootstrap": 0,
+                     "flow_gates": False}
 
     def digest(self) -> str:
         """Hash of what defines one toy (not the number of toys: a run can be extended)."""
@@ -130,7 +132,9 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
         symmetry = require_symmetry(small.helicity_variables, (coords.m_min, coords.m_max),
                                     f"toy {toy}: conventional MC of detector {settings.detector!r}")
     # as `fastsim train`: pre-transform knots at the acceptance edges
-    hyper = model_hyperparameters("flow", coords, det.card, settings.flow_hyperparameters)
+    # and the acceptance gates at the card's cuts (fastsim.acceptance)
+    hyper = model_hyperparameters("flow", coords, det.card, settings.flow_hyperparameters,
+                                  gates=settings.flow_gates)
     train_config = TrainConfig(kind="flow", hyperparameters=hyper,
                                epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
                                batch_size=settings.flow_batch_size,
@@ -205,6 +209,8 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
               "flow_validation": validation, "flow_training": {
                   "epochs": len(trained["history"]), "stop_reason": trained["stop_reason"],
                   "best_val": trained["best_val"], "fold": settings.flow_fold,
+                  "gates": None if getattr(trained["model"], "gates", None) is None
+                  else trained["model"].gates.summary(),
                   "symmetry_min_p": None if symmetry is None else symmetry["min_p_value"]},
               "reweighting": reweight_info}
     path = Path(out_dir) / "toys" / f"toy_{toy:03d}.json"

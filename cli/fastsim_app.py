@@ -106,6 +106,12 @@ def train(
     edge_knots: bool = typer.Option(True, "--edge-knots/--no-edge-knots",
                                     help="Flow: piecewise-linear pre-transform with knots at the photon "
                                          "acceptance edges of the detector card (m, cos theta_X)."),
+    gates: bool = typer.Option(True, "--gates/--no-gates",
+                               help="Flow: multiply the density by soft steps at the detector card's "
+                                    "cuts on each particle's lab variables (|cos theta|, pT, photon "
+                                    "barrel/end cap and energy), positions and widths fitted with the "
+                                    "flow (fastsim.acceptance); the flow continues smoothly across the "
+                                    "edges instead of blurring them."),
     fold: bool = typer.Option(True, "--fold/--no-fold",
                               help="Learn the density on the fundamental domain of the detector's "
                                    "symmetries (rotations about and reflections of the beam axis, "
@@ -156,7 +162,7 @@ def train(
     else:
         if fold:  # (TrainingError -> "error: ... train without folding" (--no-fold), exit 2)
             symmetry = require_symmetry(events.helicity_variables, (coords.m_min, coords.m_max), str(mc))
-        hyper = model_hyperparameters(kind, coords, card, _parse_hp(hp), edge_knots)
+        hyper = model_hyperparameters(kind, coords, card, _parse_hp(hp), edge_knots, gates)
         config = TrainConfig(kind=kind, hyperparameters=hyper, epochs=epochs, batch_size=batch_size,
                              learning_rate=lr, patience=patience, max_minutes=max_minutes, seed=seed)
     u = coords.to_unit(events.helicity_variables)

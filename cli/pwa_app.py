@@ -422,6 +422,9 @@ def closure(
     flow_bootstrap: int = typer.Option(0, "--flow-bootstrap", min=0,
                                        help="Also fit with the bootstrap-bias-corrected flow (flow_bc): this "
                                             "many replica flows trained on T events of the toy's flow."),
+    flow_gates: bool = typer.Option(True, "--flow-gates/--no-flow-gates",
+                                    help="Flows with acceptance gates at the detector card's cuts "
+                                         "(fastsim train --gates)."),
     optimizer: str = _OPT,
     workers: int = typer.Option(1, "--workers", min=1, help="Toys run in parallel processes."),
     executor: str = typer.Option("process", "--executor", help="process, serial or dask."),
@@ -441,7 +444,8 @@ def closure(
                                n_reference=n_reference, seed=seed, detector=detector, reweight=reweight,
                                flow_epochs=flow_epochs, flow_minutes=flow_minutes, flow_hyperparameters=hp,
                                optimizer=optimizer, flow_batch_size=flow_batch_size, flow_learning_rate=flow_lr,
-                               flow_patience=flow_patience, flow_fold=flow_fold, flow_bootstrap=flow_bootstrap)
+                               flow_patience=flow_patience, flow_fold=flow_fold, flow_bootstrap=flow_bootstrap,
+                               flow_gates=flow_gates)
     # Validate the cards before any toy starts.
     from fastsim.events import load_detector_card
     from pwa import load_model_card

@@ -51,6 +51,11 @@ MIN_DERIVATIVE = 1e-3
 #: one layer's (hidden, block) and (bins, block) tensors to stay in the L2
 #: cache (on the 2-core Xeon, 4096-8192 are equally fast, 16384 is slower).
 SAMPLE_BLOCK = 8192
+#: Points of the flow behind the stored log Z of a gated flow, the validation-loss estimate, their seed.
+Z_SAMPLES = 2 ** 20
+Z_EVAL_SAMPLES = 2 ** 18
+Z_SEED = 12345
+DEFAULT_Z_BLOCK = 2 ** 17
 
 
 def rq_spline(x: torch.Tensor, uw: torch.Tensor, uh: torch.Tensor, ud: torch.Tensor,
@@ -404,7 +409,8 @@ class SplineFlow(nn.Module):
 
     def __init__(self, n_layers: int = 8, hidden: int = 64, n_blocks: int = 1, n_bins: int = 16,
                  circular: tuple[int, ...] = CIRCULAR, pre_knots: list[list[float]] | None = None,
-                 n_dim: int = N_DIM, cbrt_features: tuple[int, ...] = ()) -> None:
+                 n_dim: int = N_DIM, cbrt_features: tuple[int, ...] = (),
+                 acceptance: dict | None = None) -> None:
         super().__init__()
         if n_dim < 2 or any(not 0 <= c < n_dim for c in circular):
             raise ValueError(f"need n_dim >= 2 and periodic coordinates among 0..{n_dim - 1}, "
@@ -432,6 +438,26 @@ class SplineFlow(nn.Module):
             SplineCoupling(mask, tuple(circular), hidden, n_blocks, n_bins, cbrt_features)
             for mask in coupling_masks(n_layers, self.n_dim)
         ])
+        self.gates = None
+        if acceptance is not None:
+            from .acceptance import AcceptanceGates
+            from .coords import CoordinateMap
+
+            try:
+                self._gate_coords = CoordinateMap.from_dict(acceptance["coords"])
+                gates = AcceptanceGates(acceptance["gates"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"acceptance needs 'coords' (a coordinate map) and 'gates' "
+                                 f"(fastsim.acceptance.gate_settings): {exc}") from None
+            if self._gate_coords.n_dim != self.n_dim or self._gate_coords.parent_mass is None:
+                raise ValueError(f"acceptance coordinates must have {self.n_dim} dimensions and the "
+                                 f"reaction's masses")
+            self.gates = gates
+            self.hyperparameters["acceptance"] = {"coords": self._gate_coords.to_dict(),
+                                                  "gates": {k: [float(v) for v in acceptance["gates"][k]]
+                                                            for k in gates.NAMES}}
+            # log Z = log E_q[g], estimated lazily from Z_SAMPLES points of q (seeded)
+            self.register_buffer("log_z", torch.tensor(math.nan, dtype=torch.float64), persistent=False)
 
     # -- bijection -------------------------------------------------------
     def forward_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -458,7 +484,68 @@ class SplineFlow(nn.Module):
             self.pre.fit(u)
 
     def log_prob_unit(self, u: torch.Tensor) -> torch.Tensor:
-        """log density (n,) of unit-box points u (n, d); -inf outside the box."""
+        """log density (n,) of unit-box points u (n, d); -inf outside the box.
+
+        With acceptance gates: log q(u) + log g(u) - log Z (module docstring of
+        :mod:`fastsim.acceptance`).
+        """
+        lq = self.log_q_unit(u)
+        if self.gates is None:
+            return lq
+        return lq.to(torch.float64) + self.gates.log_g(self._lab_features(u)) - self._log_z()
+
+    # -- acceptance gates --------------------------------------------------
+    def _lab_features(self, u: torch.Tensor) -> torch.Tensor:
+        """Per-particle lab variables (n, 6) of unit-box points (no gradient with respect to u)."""
+        from .acceptance import lab_features
+
+        c = self._gate_coords
+        hv = c.from_unit(u.detach().to(torch.float64).cpu().numpy())
+        return torch.as_tensor(lab_features(hv, c.parent_mass, c.m1, c.m2), device=u.device)
+
+    def train(self, mode: bool = True) -> "SplineFlow":
+        if self.gates is not None:  # the weights are about to change: log Z goes stale
+            self.log_z.fill_(math.nan)
+        return super().train(mode)
+
+    @torch.no_grad()
+    def _log_z(self) -> torch.Tensor:
+        if torch.isnan(self.log_z):
+            gen = torch.Generator(device=self.log_z.device).manual_seed(Z_SEED)
+            self.log_z.fill_(self._log_mean_g(Z_SAMPLES, gen))
+        return self.log_z
+
+    @torch.no_grad()
+    def _log_mean_g(self, n: int, generator: torch.Generator | None) -> float:
+        total = 0.0
+        for s in range(0, n, DEFAULT_Z_BLOCK):
+            y = self._sample_q(min(DEFAULT_Z_BLOCK, n - s), generator)
+            total += float(self.gates.log_g(self._lab_features(y)).exp().sum())
+        return math.log(total / n)
+
+    def _log_z_surrogate(self, m: int, generator: torch.Generator | None) -> torch.Tensor:
+        """log of the mean of g over m fresh points y_j of q, with the gradient of log Z.
+
+        grad log Z = (E_q[grad g] + E_q[g grad log q]) / Z. As E_q[grad log q] = 0,
+        the second term is -E_q[(1 - g) grad log q]: only the points of q outside
+        the cuts carry it, which removes the large variance of the plain score
+        over the points inside (a control variate). Returns
+        log mean_j g_j - mean_j (1 - g_j) (log q_j - stop_grad log q_j) / stop_grad mean_j g_j:
+        the value is the estimate of log Z, the gradient the estimate above.
+        """
+        with torch.no_grad():
+            y = self._sample_q(m, generator).clone()
+            feats = self._lab_features(y)
+        g = self.gates.log_g(feats).exp()
+        z = g.mean()
+        if not torch.is_grad_enabled():
+            return z.log()
+        lq = self.log_q_unit(y).to(torch.float64)
+        score = ((1.0 - g.detach()) * (lq - lq.detach())).mean() / z.detach()
+        return z.log() - score
+
+    def log_q_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """log density (n,) of the spline flow alone (no gates); -inf outside the box."""
         inside = ((u >= 0.0) & (u <= 1.0)).all(dim=1)
         v = torch.where(inside[:, None], u, torch.full_like(u, 0.5))
         log_pre = 0.0
@@ -472,6 +559,28 @@ class SplineFlow(nn.Module):
 
     def sample_unit(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n samples (n, d) on the unit box; every sample is inside by construction.
+
+        With acceptance gates, points of the spline flow kept with probability g
+        (rounds of draws from the same generator until n are kept).
+        """
+        if self.gates is None:
+            return self._sample_q(n, generator)
+        kept: list[torch.Tensor] = []
+        have, rate = 0, 0.9
+        with torch.no_grad():
+            while have < n:
+                k = int((n - have) / rate * 1.05) + 64
+                y = self._sample_q(k, generator)
+                g = self.gates.log_g(self._lab_features(y)).exp()
+                r = torch.rand(k, generator=generator, dtype=g.dtype, device=g.device)
+                keep = r < g
+                rate = max(float(keep.float().mean()), 0.01)
+                kept.append(y[keep])
+                have += int(keep.sum())
+        return torch.cat(kept)[:n]
+
+    def _sample_q(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples (n, d) of the spline flow alone; every sample is inside by construction.
 
         The base points are drawn at once (so the numbers do not depend on the
         block size); the flow runs in blocks of ``SAMPLE_BLOCK`` events under
@@ -494,8 +603,22 @@ class SplineFlow(nn.Module):
         return out
 
     def loss(self, u: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per event on the unit box."""
-        return -self.log_prob_unit(u).mean()
+        """Mean negative log-likelihood per event on the unit box.
+
+        With acceptance gates, log Z is estimated from points of the flow: in
+        training from as many fresh ones as the batch has (torch's global
+        generator, seeded per epoch by :func:`fastsim.training.fit`), in
+        evaluation from ``Z_EVAL_SAMPLES`` drawn with a fixed seed (the same
+        base points every epoch, so that validation losses compare).
+        """
+        if self.gates is None:
+            return -self.log_q_unit(u).mean()
+        data = self.log_q_unit(u).to(torch.float64) + self.gates.log_g(self._lab_features(u))
+        if self.training:
+            log_z = self._log_z_surrogate(len(u), None)
+        else:
+            log_z = self._log_z_surrogate(Z_EVAL_SAMPLES, torch.Generator(device=u.device).manual_seed(Z_SEED))
+        return log_z - data.mean()
 
 
 def n_parameters(model: nn.Module) -> int:

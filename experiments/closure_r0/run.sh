@@ -5,6 +5,8 @@
 # after an interruption and finished toys are kept. The per-toy flow trains up to
 # EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
 # folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
+# The flows carry acceptance gates at the detector card's cuts (fastsim.acceptance;
+# pwa closure --flow-gates, the default; the run without them is in results/closure_r0_plain).
 # BOOTSTRAP replica flows (default 1) add the bootstrap-bias-corrected flow (flow_bc).
 #
 #   bash experiments/closure_r0/run.sh            # defaults below
