@@ -27,6 +27,11 @@ detector acceptance edges) comes first: it divides out steps of the data
 density, its log-Jacobian is part of log p(u) and it keeps 0 and 1 fixed, so
 the box is still mapped onto itself.
 
+Optionally (``acceptance``) the density is multiplied by acceptance gates,
+soft steps at the detector's per-particle cuts in lab variables, and
+renormalised: p = q g / Z with q the flow above (:mod:`fastsim.acceptance`;
+samples are points of q kept with probability g, log Z an estimate).
+
 normflows leaves inputs outside the spline interval unchanged only for a single
 tail type; with mixed (bounded and circular) tails it sets them to 0, so
 intermediate values are clamped back onto the box after every layer to remove
