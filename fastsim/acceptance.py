@@ -19,7 +19,11 @@ A gated flow writes the density as
 q a spline flow, g = prod over the cuts of soft steps Phi((t - v(x)) / w) in
 the per-particle lab variable v (Phi the normal CDF: a hard cut seen through a
 Gaussian resolution of width w), the photon's barrel and end cap combined as
-g_barrel + g_endcap - g_barrel g_endcap. The positions t start at the detector
+g_barrel + g_endcap - g_barrel g_endcap. Above its pT threshold each track
+also gets the card's tracking-efficiency turn-on 1 - exp(-(pT - t) / tau), tau
+fitted (without it the flow has to draw the ramp from zero itself, and the
+bias maps put the largest remaining shifts of the fit fractions at kaon
+pT < 0.15 GeV). The positions t start at the detector
 card's cut values and the widths w at the card's resolution; both are fitted
 with the flow. Outside the cuts q is free, so it can continue smoothly across
 an edge instead of bending down to it; the edge itself is carried by g.
@@ -110,14 +114,16 @@ def gate_settings(card) -> dict:
         "endcap_cos_min": [e.cos_theta_min, w_cos(e.cos_theta_min)],
         "endcap_cos_max": [e.cos_theta_max, w_cos(e.cos_theta_max)],
         "endcap_e_min": [e.e_min, 0.005],
+        "charged_pt_turn_on": [ch.turn_on],
     }
 
 
 class AcceptanceGates(nn.Module):
-    """log g(x) from :func:`lab_features`, with learnable positions and log-widths.
+    """log g(x) from :func:`lab_features`, with learnable positions, log-widths and turn-on.
 
     Args:
-        settings: {cut name: [position, width]} (:func:`gate_settings`).
+        settings: {cut name: [position, width]} and optionally
+            ``charged_pt_turn_on: [tau]`` (:func:`gate_settings`).
     """
 
     NAMES = ("charged_cos_max", "charged_pt_min", "barrel_cos_max", "barrel_e_min",
@@ -132,11 +138,20 @@ class AcceptanceGates(nn.Module):
         width = [float(settings[k][1]) for k in self.NAMES]
         if any(not w > 0.0 for w in width):
             raise ValueError(f"gate widths must be positive, got {dict(zip(self.NAMES, width))}")
+        self._init_width = width
+        self._init_turn_on = float(settings["charged_pt_turn_on"][0]) if settings.get("charged_pt_turn_on") else None
         self.register_buffer("start", torch.tensor(pos, dtype=torch.float64))
         # position = start + POSITION_SCALE * shift: an optimiser step of the
         # learning rate's size moves a cut by 1e-5, not by 1e-3 (of a cosine)
         self.shift = nn.Parameter(torch.zeros(len(pos), dtype=torch.float64))
         self.log_width = nn.Parameter(torch.tensor(width, dtype=torch.float64).log())
+        # tracking-efficiency turn-on above the pT threshold (None: a plain step)
+        turn_on = settings.get("charged_pt_turn_on")
+        self.log_turn_on = None
+        if turn_on is not None:
+            if not float(turn_on[0]) > 0.0:
+                raise ValueError(f"charged_pt_turn_on must be positive, got {turn_on[0]}")
+            self.log_turn_on = nn.Parameter(torch.tensor(float(turn_on[0]), dtype=torch.float64).log())
 
     POSITION_SCALE = 0.01
 
@@ -150,12 +165,27 @@ class AcceptanceGates(nn.Module):
         z = (t - v) / w if upper else (v - t) / w
         return torch.special.log_ndtr(z)
 
+    def _turn_on(self, pt: torch.Tensor) -> torch.Tensor:
+        """log(1 - exp(-r / tau)), r = w softplus((pT - t) / w) the smoothed distance above threshold."""
+        t, w = self.position[1], self.log_width[1].exp()
+        r = w * torch.nn.functional.softplus((pt - t) / w)
+        return torch.log(-torch.expm1(-r / self.log_turn_on.exp()))
+
+    def settings(self) -> dict:
+        """The constructor's settings (initial values) as stored in hyperparameters."""
+        out = {k: [float(p), float(w)] for k, p, w in zip(self.NAMES, self.start.cpu(), self._init_width)}
+        if self.log_turn_on is not None:
+            out["charged_pt_turn_on"] = [self._init_turn_on]
+        return out
+
     def log_g(self, feats: torch.Tensor) -> torch.Tensor:
         """log g (n,) for lab features (n, 6) (float64)."""
         f = feats.to(self.position.dtype)
         lg = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
         for k in (0, 2):  # charged tracks
             lg = lg + self._step(f[:, k].abs(), 0, True) + self._step(f[:, k + 1], 1, False)
+            if self.log_turn_on is not None:
+                lg = lg + self._turn_on(f[:, k + 1])
         c, e = f[:, 4].abs(), f[:, 5]
         lb = self._step(c, 2, True) + self._step(e, 3, False)
         le = self._step(c, 4, False) + self._step(c, 5, True) + self._step(e, 6, False)
@@ -165,5 +195,8 @@ class AcceptanceGates(nn.Module):
 
     def summary(self) -> dict:
         """{cut: (position, width)} as floats."""
-        return {k: (float(p), float(w)) for k, p, w in
-                zip(self.NAMES, self.position.detach().cpu(), self.log_width.detach().exp().cpu())}
+        out = {k: (float(p), float(w)) for k, p, w in
+               zip(self.NAMES, self.position.detach().cpu(), self.log_width.detach().exp().cpu())}
+        if self.log_turn_on is not None:
+            out["charged_pt_turn_on"] = (float(self.log_turn_on.detach().exp()),)
+        return out

@@ -459,8 +459,7 @@ class SplineFlow(nn.Module):
                                  f"reaction's masses")
             self.gates = gates
             self.hyperparameters["acceptance"] = {"coords": self._gate_coords.to_dict(),
-                                                  "gates": {k: [float(v) for v in acceptance["gates"][k]]
-                                                            for k in gates.NAMES}}
+                                                  "gates": gates.settings()}
             # log Z = log E_q[g], estimated lazily from Z_SAMPLES points of q (seeded)
             self.register_buffer("log_z", torch.tensor(math.nan, dtype=torch.float64), persistent=False)
 

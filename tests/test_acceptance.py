@@ -58,13 +58,19 @@ def test_lab_features_match_the_four_momenta():
 def test_gates_are_soft_steps_at_the_card_cuts(card):
     gates = AcceptanceGates(gate_settings(card))
     f = np.zeros((5, 6))
-    f[:, [1, 3]] = 1.0           # kaons: pT well above threshold, cos theta 0
+    f[:, [1, 3]] = 5.0           # kaons: pT far above threshold, cos theta 0
     f[:, 5] = 1.0                # photon: 1 GeV
     f[:, 4] = [0.5, 0.80, 0.83, 0.89, 0.95]  # barrel, barrel edge, gap, end cap, beyond
     g = gates.log_g(torch.as_tensor(f)).exp().detach().numpy()
     assert g[0] > 1 - 1e-9 and g[3] > 1 - 1e-6
     assert g[1] == pytest.approx(0.5, abs=1e-9)  # at the edge: half
     assert g[2] < 1e-9 and g[4] < 1e-9
+    # tracking turn-on: 1 - exp(-(pT - pT_min) / turn_on) for each kaon, as in the card
+    f = np.zeros((2, 6))
+    f[:, 5], f[:, 3] = 1.0, 5.0
+    f[:, 1] = [card.charged.pt_min + card.charged.turn_on, card.charged.pt_min + 3 * card.charged.turn_on]
+    g = gates.log_g(torch.as_tensor(f)).exp().detach().numpy()
+    np.testing.assert_allclose(g, 1.0 - np.exp([-1.0, -3.0]), rtol=1e-4)  # (smoothed threshold)
 
 
 def _gated(card, fold: bool, seed: int = 0, scale: float = 0.0) -> SplineFlow:

@@ -6,7 +6,8 @@
 # EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
 # folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
 # The flows carry acceptance gates at the detector card's cuts (fastsim.acceptance;
-# pwa closure --flow-gates, the default; the run without them is in results/closure_r0_plain).
+# pwa closure --flow-gates, the default; the run without them is in results/closure_r0_plain,
+# the run with gates but without the tracking turn-on in results/closure_r0_gates_step).
 # BOOTSTRAP replica flows (default 1) add the bootstrap-bias-corrected flow (flow_bc).
 #
 #   bash experiments/closure_r0/run.sh            # defaults below
