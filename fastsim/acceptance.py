@@ -62,37 +62,14 @@ def lab_features(hv: np.ndarray, parent_mass: float, m1: float, m2: float) -> np
 
     Columns (:data:`FEATURES`): cos theta and pT (GeV) of P1 and of P2,
     cos theta and energy (GeV) of the photon, in the parent's rest frame with
-    z along the beam (PHYSICS.md section 1: the photon recoils against X; P1
-    has direction (theta_1, phi_1) in the X helicity frame).
+    z along the beam (the four-momenta of :func:`fastsim.events.kinematics.four_momenta`).
     """
-    hv = np.asarray(hv, dtype=np.float64)
-    m, cx, phx, c1, ph1 = hv.T
-    M = parent_mass
-    e_g = (M * M - m * m) / (2.0 * M)
-    # X: momentum e_g along (theta_X, phi_X); boost to the lab along its direction
-    e_x = np.sqrt(m * m + e_g * e_g)
-    beta_gamma, gamma = e_g / m, e_x / m
-    # P1 in the X frame
-    p_star = np.sqrt(np.clip((m * m - (m1 + m2) ** 2) * (m * m - (m1 - m2) ** 2), 0.0, None)) / (2.0 * m)
-    e1 = np.sqrt(m1 * m1 + p_star * p_star)
-    e2 = np.sqrt(m2 * m2 + p_star * p_star)
-    s1 = np.sqrt(np.clip(1.0 - c1 * c1, 0.0, None))
-    sx = np.sqrt(np.clip(1.0 - cx * cx, 0.0, None))
-    out = np.empty((len(hv), 6))
-    for k, (sign, e) in enumerate(((1.0, e1), (-1.0, e2))):
-        # helicity-frame components (x', y', z'), P2 = -P1 in the X frame
-        px, py = sign * p_star * s1 * np.cos(ph1), sign * p_star * s1 * np.sin(ph1)
-        pz = gamma * sign * p_star * c1 + beta_gamma * e
-        # lab: x' = (cx cos phX, cx sin phX, -sx), y' = (-sin phX, cos phX, 0), z' = (sx cos phX, sx sin phX, cx)
-        lx = cx * np.cos(phx) * px - np.sin(phx) * py + sx * np.cos(phx) * pz
-        ly = cx * np.sin(phx) * px + np.cos(phx) * py + sx * np.sin(phx) * pz
-        lz = -sx * px + cx * pz
-        p = np.sqrt(lx * lx + ly * ly + lz * lz)
-        out[:, 2 * k] = lz / np.where(p > 0.0, p, 1.0)
-        out[:, 2 * k + 1] = np.hypot(lx, ly)
-    out[:, 4] = -cx
-    out[:, 5] = e_g
-    return out
+    from fastsim.events.kinematics import four_momenta, polar_cos_and_pt
+
+    p_gamma, p1, p2 = four_momenta(hv, parent_mass, m1, m2)
+    cos_1, pt_1 = polar_cos_and_pt(p1)
+    cos_2, pt_2 = polar_cos_and_pt(p2)
+    return np.stack([cos_1, pt_1, cos_2, pt_2, polar_cos_and_pt(p_gamma)[0], p_gamma[:, 0]], axis=1)
 
 
 def gate_settings(card) -> dict:

@@ -507,6 +507,10 @@ class SplineFlow(nn.Module):
         hv = c.from_unit(u.detach().to(torch.float64).cpu().numpy())
         return torch.as_tensor(lab_features(hv, c.parent_mass, c.m1, c.m2), device=u.device)
 
+    def _gate_values(self, u: torch.Tensor) -> torch.Tensor:
+        """g (n,) at unit-box points u (float64)."""
+        return self.gates.log_g(self._lab_features(u)).exp()
+
     def train(self, mode: bool = True) -> "SplineFlow":
         if self.gates is not None:  # the weights are about to change: log Z goes stale
             self.log_z.fill_(math.nan)
@@ -524,7 +528,7 @@ class SplineFlow(nn.Module):
         total = 0.0
         for s in range(0, n, DEFAULT_Z_BLOCK):
             y = self._sample_q(min(DEFAULT_Z_BLOCK, n - s), generator)
-            total += float(self.gates.log_g(self._lab_features(y)).exp().sum())
+            total += float(self._gate_values(y).sum())
         return math.log(total / n)
 
     def _log_z_surrogate(self, m: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -539,8 +543,7 @@ class SplineFlow(nn.Module):
         """
         with torch.no_grad():
             y = self._sample_q(m, generator).clone()
-            feats = self._lab_features(y)
-        g = self.gates.log_g(feats).exp()
+        g = self._gate_values(y)
         z = g.mean()
         if not torch.is_grad_enabled():
             return z.log()
@@ -575,7 +578,7 @@ class SplineFlow(nn.Module):
             while have < n:
                 k = int((n - have) / rate * 1.05) + 64
                 y = self._sample_q(k, generator)
-                g = self.gates.log_g(self._lab_features(y)).exp()
+                g = self._gate_values(y)
                 r = torch.rand(k, generator=generator, dtype=g.dtype, device=g.device)
                 keep = r < g
                 rate = max(float(keep.float().mean()), 0.01)

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .cards import read_yaml_card
+from .kinematics import polar_cos_and_pt
 from .particles import Reaction
 from .sample import Events
 
@@ -113,14 +114,11 @@ class Detector:
         eff = np.ones(n)
         ch = self.card.charged
         for i in (1, 2):
-            p = mom[:, i]
-            pt = np.hypot(p[:, 1], p[:, 2])
-            cos_t = p[:, 3] / np.linalg.norm(p[:, 1:], axis=1)
+            cos_t, pt = polar_cos_and_pt(mom[:, i])
             ok = (np.abs(cos_t) < ch.cos_theta_max) & (pt > ch.pt_min)
             eff *= np.where(ok, ch.efficiency_plateau * -np.expm1(-(pt - ch.pt_min) / ch.turn_on), 0.0)
-        g = mom[:, 0]
-        e = g[:, 0]
-        cos_g = np.abs(g[:, 3] / np.linalg.norm(g[:, 1:], axis=1))
+        e = mom[:, 0, 0]
+        cos_g = np.abs(polar_cos_and_pt(mom[:, 0])[0])
         b, ec = self.card.photon.barrel, self.card.photon.endcap
         barrel = (cos_g < b.cos_theta_max) & (e > b.e_min)
         endcap = (cos_g > ec.cos_theta_min) & (cos_g < ec.cos_theta_max) & (e > ec.e_min)

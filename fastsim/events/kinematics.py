@@ -105,6 +105,13 @@ def helicity_variables(p_gamma: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> n
     return np.stack([m, cos_t, phi, cos_1, phi_1], axis=-1)
 
 
+def polar_cos_and_pt(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos theta (to the beam, z) and transverse momentum of (n, 4) four-momenta."""
+    pt = np.hypot(p[:, 1], p[:, 2])
+    mag = np.sqrt(pt * pt + p[:, 3] ** 2)
+    return p[:, 3] / np.where(mag > 0.0, mag, 1.0), pt
+
+
 def four_momenta(hv: np.ndarray, parent_mass: float, m1: float, m2: float
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lab four-momenta (photon, P1, P2) from helicity variables (inverse map).
