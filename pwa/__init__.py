@@ -1,4 +1,4 @@
-"""``pwa``: unbinned partial-wave analysis of J/psi -> gamma P1 P2 in JAX.
+"""``pwa``: unbinned partial-wave analysis of any reaction of two-body decay chains, in JAX.
 
 Build once, apply many times::
 
@@ -13,8 +13,9 @@ Build once, apply many times::
 Never imports torch; ``fastsim.events`` (plain numpy) supplies the events.
 """
 
-from .amplitude import SPIN_STATES, Model, angular_factors, require_x64
-from .card import ModelCard, ResonanceCard, allowed_helicities, load_model_card, parse_model_card
+from .amplitude import SPIN_STATES, Model, require_x64
+from .card import ModelCard, ResonanceCard, load_model_card, parse_model_card
+from .helicity import HelicityAmplitude
 from .errors import FitError, GenerationError, ModelCardError, PrecisionError
 from .fractions import (FitFractions, fit_fractions_mc, fit_fractions_quadrature, phase_space_quadrature,
                         phase_space_term_integrals)
@@ -27,8 +28,8 @@ from .parallel import EXECUTORS, map_tasks
 from .scans import lasso_scan, scan_fraction
 
 __all__ = [
-    "Model", "SPIN_STATES", "angular_factors", "require_x64",
-    "ModelCard", "ResonanceCard", "allowed_helicities", "load_model_card", "parse_model_card",
+    "Model", "SPIN_STATES", "require_x64", "HelicityAmplitude",
+    "ModelCard", "ResonanceCard", "load_model_card", "parse_model_card",
     "FitError", "GenerationError", "ModelCardError", "PrecisionError",
     "FitFractions", "fit_fractions_mc", "fit_fractions_quadrature", "phase_space_quadrature",
     "phase_space_term_integrals",

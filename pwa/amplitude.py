@@ -1,28 +1,28 @@
 """The amplitude model: built once from a card, applied many times.
 
-Amplitude (PHYSICS.md section 2), written as a sum over *terms* k = (R, lR)
-with lR >= 0 the X helicity for photon helicity +1:
+The amplitude of any reaction (:mod:`pwa.helicity`, PHYSICS.md sections 2 and
+5b) is a sum over *terms* k, one per free coupling of the card:
 
-    A_{M,lg}(x) = sum_k c_k(p) F_{R(k)}(m; p) Ang_{k,M,lg}(x),
+    A_s(x) = sum_k c_k(p) sum_perm Ang_{k,perm,s}(x) prod_nodes F_R(m_node(x_perm); p),
+
+with s the incoherent spin states (the parent's M, and the helicities of
+spinning final-state particles), perm the permutations of identical
+final-state particles, and F_R the lineshapes of the resonances on the term's
+chain. The intensity is I(x) = sum_s |A_s(x)|^2.
+
+For J/psi -> gamma P1 P2 (one chain ``J/psi -> X gamma; X -> P1 P2``) a term
+is k = (R, lR) and the four spin states (M, lambda_gamma) are stored in the
+order :data:`SPIN_STATES` = ((+1,+1), (+1,-1), (-1,+1), (-1,-1)):
 
     Ang_{k,M,+1} = D^{1*}_{M, lR-1}(phi_X, theta_X, 0) D^{J*}_{lR, 0}(phi_1, theta_1, 0),
-    Ang_{k,M,-1} = D^{1*}_{M, 1-lR}(phi_X, theta_X, 0) D^{J*}_{-lR, 0}(phi_1, theta_1, 0),
-
-where parity, H_{-lR,-1} = H_{lR,+1}, lets one coupling c_k serve both photon
-helicities, and
-
-    I(x) = sum_{M=+-1} sum_{lg=+-1} |A_{M,lg}(x)|^2.
-
-The four (M, lg) combinations are stored in the order
-:data:`SPIN_STATES` = ((+1,+1), (+1,-1), (-1,+1), (-1,-1)).
+    Ang_{k,M,-1} = D^{1*}_{M, 1-lR}(phi_X, theta_X, 0) D^{J*}_{-lR, 0}(phi_1, theta_1, 0).
 
 :meth:`Model.precompute` evaluates the angular factors once per event sample
 and stores them as separate real and imaginary float64 arrays; every call of
 :meth:`Model.intensity`, :meth:`Model.nll` or :meth:`Model.fit_fractions`
 recomputes only couplings and lineshapes from the free-parameter vector p.
-
-No symmetrisation for identical pseudoscalars: cards with K_S K_S or pi0 pi0
-are rejected when loaded (:mod:`pwa.card`).
+With fixed lineshapes they are folded into the stored factors (and the
+permutations summed), so that a call only forms sum_k c_k G_ks.
 """
 
 from __future__ import annotations
@@ -40,30 +40,31 @@ from fastsim.events import Events, Reaction
 
 from .card import ModelCard, load_model_card, parse_model_card
 from .errors import ModelCardError, PrecisionError
+from .helicity import HelicityAmplitude
 from .lineshapes import LINESHAPES, LineshapeContext, LineshapeFunction, require_above_threshold
-from .wigner import wigner_D_conj
+from .structure import CouplingSlot, build_structure
 
-#: (M, lambda_gamma) of the four incoherent spin states, in cache order.
+#: (M, lambda_gamma) of the four incoherent spin states of J/psi -> gamma P P, in cache order.
 SPIN_STATES: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 #: A per-sample cache: a dict pytree of jnp float64 arrays.
 Cache = dict[str, jnp.ndarray]
 
 
-#: A floating Breit-Wigner mass stays this far (GeV) above the P1 P2 threshold.
+#: A floating Breit-Wigner mass stays this far (GeV) above its decay's threshold.
 THRESHOLD_MARGIN = 1e-3
 
 
-def _fit_bound(resonance, name: str, reaction: Reaction) -> tuple[float | None, float | None]:
+def _fit_bound(resonance, name: str, daughters: tuple[float, float]) -> tuple[float | None, float | None]:
     """Fit bound of a lineshape parameter.
 
     A Breit-Wigner with energy-dependent width needs q0 = q(m0) > 0, so a
-    floating BW mass is bounded below by the P1 P2 threshold (plus a small
+    floating BW mass is bounded below by its decay's threshold (plus a small
     margin): without it a fit can step below threshold into NaNs.
     """
     lo, hi = resonance.parameter_bounds(name)
     if name == "mass" and LINESHAPES[resonance.lineshape_type].validate is require_above_threshold:
-        thr = reaction.m1 + reaction.m2 + THRESHOLD_MARGIN
+        thr = sum(daughters) + THRESHOLD_MARGIN
         lo = thr if lo is None else max(lo, thr)
     return lo, hi
 
@@ -76,26 +77,6 @@ def require_x64() -> None:
             "point before using it (library modules never switch it on themselves)")
 
 
-def angular_factors(hv: np.ndarray, terms: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """Ang_{k,M,lg}(x) for every term and spin state.
-
-    Args:
-        hv: (n, 5) helicity variables (m, cos theta_X, phi_X, cos theta_1, phi_1).
-        terms: (spin J, lR >= 0) of each term.
-
-    Returns:
-        (n_terms, 4, n) complex128, spin states in :data:`SPIN_STATES` order.
-    """
-    _, cos_x, phi_x, cos_1, phi_1 = np.asarray(hv, dtype=np.float64).T
-    out = np.empty((len(terms), len(SPIN_STATES), len(cos_x)), dtype=np.complex128)
-    for k, (spin, lr) in enumerate(terms):
-        for s, (M, lg) in enumerate(SPIN_STATES):
-            lr_signed = lr if lg == 1 else -lr
-            out[k, s] = (wigner_D_conj(1, M, lr_signed - lg, phi_x, cos_x)
-                         * wigner_D_conj(spin, lr_signed, 0, phi_1, cos_1))
-    return out
-
-
 @dataclass(frozen=True, eq=False)
 class Model:
     """A frozen amplitude model built from a :class:`~pwa.card.ModelCard`.
@@ -106,30 +87,36 @@ class Model:
 
     Attributes:
         card: the card the model was built from.
-        reaction: the reaction (masses, event-file columns).
-        resonance_names: (n_res,) names in card order.
-        spins: (n_res,) spins.
-        terms: (n_terms,) (resonance index, lR) of each amplitude term.
+        reaction: the reaction (masses, chains, event-file columns).
+        amplitude: the helicity amplitude's structure (terms, spin states, permutations).
+        resonance_names: (n_res,) the fit-fraction components: the resonances
+            that carry couplings, in card order (a resonance without couplings,
+            such as the phi of psi(2S) -> phi f_J, is part of every component).
+        spins: (n_res,) their spins.
+        terms: (n_terms,) (component index, coupling label) of each amplitude term.
         all_parameter_names: names of the full vector.
         parameter_names: names of the free parameters, e.g.
-            ``"f2(1270):c1.mag"``, ``"f2(1270):c1.phase"``, ``"f2'(1525):mass"``.
+            ``"f2(1270):c1.mag"``, ``"f2(1270):h(+1,+2).phase"``, ``"f2'(1525):mass"``.
         bounds: (lo, hi) per free parameter, None = unbounded.
     """
 
     card: ModelCard
     reaction: Reaction
+    amplitude: HelicityAmplitude
     resonance_names: tuple[str, ...]
     spins: tuple[int, ...]
-    terms: tuple[tuple[int, int], ...]
+    terms: tuple[tuple[int, str], ...]
     all_parameter_names: tuple[str, ...]
     parameter_names: tuple[str, ...]
     bounds: tuple[tuple[float | None, float | None], ...]
+    _slots: tuple[CouplingSlot, ...]
     _template: np.ndarray
     _free: np.ndarray
     _mag_index: np.ndarray
     _phase_index: np.ndarray
     _lineshapes: tuple[LineshapeFunction, ...]
     _lineshape_index: tuple[dict[str, int], ...]
+    _sub_factors: tuple[tuple[tuple[int, int], ...], ...]
 
     # --- construction ------------------------------------------------------
 
@@ -140,7 +127,9 @@ class Model:
             card = load_model_card(card)
         elif isinstance(card, Mapping):
             card = parse_model_card(dict(card))
-        reaction = card.reaction.to_reaction()
+        structure = build_structure(card)
+        amplitude = structure.amplitude
+        reaction = amplitude.reaction
         names: list[str] = []
         values: list[float] = []
         free: list[bool] = []
@@ -153,38 +142,52 @@ class Model:
             bounds.append(bound)
             return len(names) - 1
 
-        terms, mag_index, phase_index, fns, ls_index = [], [], [], [], []
-        for i, r in enumerate(card.resonances):
-            for lr, (mag, phase) in r.couplings.items():
-                fixed = r.name == card.reference and lr == 0
-                if fixed:
-                    mag, phase = 1.0, 0.0
-                terms.append((i, lr))
-                mag_index.append(add(f"{r.name}:c{lr}.mag", mag, not fixed, (0.0, None)))
-                phase_index.append(add(f"{r.name}:c{lr}.phase", phase, not fixed, (None, None)))
+        carriers = structure.carriers
+        ref = next(s for s in structure.slots if card.resonances[s.resonance].name == card.reference)
+        # Parameters resonance by resonance, in card order: couplings, then lineshape parameters.
+        mag_of, phase_of, fns, ls_index = {}, {}, [], []
+        for i, (r, res, daughters) in enumerate(zip(card.resonances, amplitude.resonances,
+                                                    structure.daughter_masses)):
+            for slot in (s for s in structure.slots if s.resonance == i):
+                fixed = slot is ref
+                mag, phase = slot.value
+                mag_of[slot] = add(f"{r.name}:{slot.label}.mag", mag, not fixed, (0.0, None))
+                phase_of[slot] = add(f"{r.name}:{slot.label}.phase", phase, not fixed, (None, None))
             ls = LINESHAPES[r.lineshape_type]
-            fns.append(ls.bind(LineshapeContext(r.spin, reaction.m1, reaction.m2)))
-            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, _fit_bound(r, p, reaction))
+            fns.append(ls.bind(LineshapeContext(res.spin, *daughters)))
+            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, _fit_bound(r, p, daughters))
                              for p, v in r.lineshape_parameters.items()})
+        terms = [(carriers.index(s.resonance), s.label) for s in structure.slots]
+        mag_index = [mag_of[s] for s in structure.slots]
+        phase_index = [phase_of[s] for s in structure.slots]
+        n_perm = len(amplitude.permutations)
+        sub_factors = []
+        for term in amplitude.terms:
+            comp = amplitude.components[term.component]
+            for p in range(n_perm):
+                sub_factors.append(tuple((i, amplitude.column(comp.chain, label, p))
+                                         for label, i in comp.resonances))
         free_arr = np.flatnonzero(free)
         return cls(
-            card=card, reaction=reaction,
-            resonance_names=tuple(r.name for r in card.resonances),
-            spins=tuple(r.spin for r in card.resonances),
+            card=card, reaction=reaction, amplitude=amplitude,
+            resonance_names=tuple(card.resonances[i].name for i in carriers),
+            spins=tuple(amplitude.resonances[i].spin for i in carriers),
             terms=tuple(terms),
             all_parameter_names=tuple(names),
             parameter_names=tuple(names[i] for i in free_arr),
             bounds=tuple(bounds[i] for i in free_arr),
+            _slots=structure.slots,
             _template=np.asarray(values, dtype=np.float64),
             _free=free_arr,
             _mag_index=np.asarray(mag_index),
             _phase_index=np.asarray(phase_index),
             _lineshapes=tuple(fns),
             _lineshape_index=tuple(ls_index),
+            _sub_factors=tuple(sub_factors),
         )
 
     def __repr__(self) -> str:
-        return (f"Model({len(self.resonance_names)} resonances, {len(self.terms)} terms, "
+        return (f"Model({self.reaction}: {len(self.resonance_names)} components, {len(self.terms)} terms, "
                 f"{self.n_free} free parameters; reference {self.card.reference}; from {self.card.source})")
 
     @property
@@ -195,13 +198,18 @@ class Model:
     def n_terms(self) -> int:
         return len(self.terms)
 
+    @property
+    def n_states(self) -> int:
+        """Number of incoherent spin states."""
+        return len(self.amplitude.spin_states)
+
     def initial_values(self) -> np.ndarray:
         """(n_free,) float64 free-parameter values from the card."""
         return self._template[self._free].copy()
 
     def resonance_parameters(self, name: str) -> tuple[str, ...]:
         """Free parameters carried by one resonance (its couplings and floating lineshape parameters)."""
-        if name not in self.resonance_names:
+        if name not in {r.name for r in self.card.resonances}:
             raise KeyError(f"no resonance {name!r} in the model ({', '.join(self.resonance_names)})")
         return tuple(p for p in self.parameter_names if p.split(":", 1)[0] == name)
 
@@ -217,12 +225,12 @@ class Model:
         return any(i not in coupling for i in self._free)
 
     def without(self, name: str) -> "Model":
-        """The model with one resonance removed (for significance tests).
+        """The model with one fit-fraction component removed (for significance tests).
 
-        If the reference resonance is removed, the first remaining resonance
-        with a lR = 0 coupling becomes the reference and every coupling is
-        divided by its (complex) lR = 0 coupling: the same physics, in the
-        new normalisation, so the initial values stay meaningful.
+        If the reference is removed, the first remaining component becomes the
+        reference and every coupling is divided by its (complex) first
+        coupling: the same physics, in the new normalisation, so the initial
+        values stay meaningful.
         """
         if name not in self.resonance_names:
             raise KeyError(f"no resonance {name!r} in the model ({', '.join(self.resonance_names)})")
@@ -231,17 +239,15 @@ class Model:
         raw = self.card.to_dict()
         raw["resonances"] = [r for r in raw["resonances"] if r["name"] != name]
         if raw["reference"] == name:
-            new_ref = next((r for r in raw["resonances"] if 0 in r["couplings"]), None)
-            if new_ref is None:
-                raise ModelCardError(f"{self.card.source}: removing {name!r} leaves no resonance with a "
-                                     "lambda_R = 0 coupling to serve as the reference")
-            mag0, ph0 = new_ref["couplings"][0]
+            new_ref = next(r for r in raw["resonances"] if r["couplings"])
+            mag0, ph0 = next(iter(new_ref["couplings"].values()))
             if mag0 == 0:
                 raise ModelCardError(f"{self.card.source}: new reference {new_ref['name']!r} has a zero "
-                                     "lambda_R = 0 coupling")
+                                     "first coupling")
             for r in raw["resonances"]:
-                r["couplings"] = {lr: (m / mag0, float(np.angle(np.exp(1j * (ph - ph0)))))
-                                  for lr, (m, ph) in r["couplings"].items()}
+                if r["couplings"]:
+                    r["couplings"] = {k: (m / mag0, float(np.angle(np.exp(1j * (ph - ph0)))))
+                                      for k, (m, ph) in r["couplings"].items()}
             raw["reference"] = new_ref["name"]
         return Model.from_card(parse_model_card(raw, source=f"{self.card.source} without {name}"))
 
@@ -250,9 +256,12 @@ class Model:
         full = self.full_parameters(np.asarray(p, dtype=np.float64))
         value = dict(zip(self.all_parameter_names, np.asarray(full).tolist()))
         raw = self.card.to_dict()
-        for r in raw["resonances"]:
-            r["couplings"] = {lr: (value[f"{r['name']}:c{lr}.mag"], value[f"{r['name']}:c{lr}.phase"])
-                              for lr in r["couplings"]}
+        label = {(s.resonance, s.key): s.label for s in self._slots}
+        for i, r in enumerate(raw["resonances"]):
+            if r["couplings"]:
+                r["couplings"] = {k: (value[f"{r['name']}:{label[i, k]}.mag"],
+                                      value[f"{r['name']}:{label[i, k]}.phase"])
+                                  for k in r["couplings"]}
             for k in r["lineshape"]:
                 if k != "type":
                     r["lineshape"][k] = value[f"{r['name']}:{k}"]
@@ -271,15 +280,17 @@ class Model:
                 normalisation becomes the quadratic form c^H M c. Only
                 possible when no lineshape parameter floats.
             fold_lineshapes: multiply the (fixed) lineshapes into the stored
-                angular factors, G_ks = F_R(k)(m) Ang_ks, so that a call only
+                angular factors and sum the permutations,
+                G_ks = sum_perm prod F Ang_{k,perm,s}, so that a call only
                 forms sum_k c_k G_ks: the minimal work per event. Default: yes
                 when no lineshape parameter floats.
 
         Returns:
-            dict with ``m`` (n,), ``weights`` (n,), ``ang_re``/``ang_im``
-            (n_terms, 4, n) (with lineshapes folded in if ``folded`` is a key)
-            and, if asked, ``norm_re``/``norm_im`` (n_terms, n_terms); all jnp
-            float64.
+            dict with ``masses`` (n_columns, n) node masses, ``weights`` (n,),
+            ``ang_re``/``ang_im`` ((n_terms n_perm), n_states, n), or
+            (n_terms, n_states, n) with lineshapes folded in if ``folded`` is
+            a key) and, if asked, ``norm_re``/``norm_im`` (n_terms, n_terms);
+            all jnp float64.
         """
         require_x64()
         if events.reaction != self.reaction:
@@ -290,14 +301,15 @@ class Model:
         if (fold_lineshapes or normalisation_matrix) and not fixed:
             raise ValueError("folded lineshapes and a fixed normalisation matrix need fixed "
                              "lineshapes, but some lineshape parameters float")
-        hv = events.helicity_variables
-        ang = angular_factors(hv, tuple((self.spins[i], lr) for i, lr in self.terms))
+        ang, masses = self.amplitude.angular_factors(events.momenta)
+        K, P, S, n = ang.shape
+        ang = ang.reshape(K * P, S, n)
         if fold_lineshapes:
             # jit: one compiled program instead of an op-by-op dispatch of every lineshape.
-            F = np.asarray(self._compiled_term_lineshapes(jnp.asarray(self._template), jnp.asarray(hv[:, 0])))
-            ang *= F[:, None, :]
+            F = np.asarray(self._compiled_term_lineshapes(jnp.asarray(self._template), jnp.asarray(masses)))
+            ang = (ang * F.reshape(K * P, 1, n)).reshape(K, P, S, n).sum(axis=1)
         cache = {
-            "m": jnp.asarray(hv[:, 0]),
+            "masses": jnp.asarray(masses),
             "weights": jnp.asarray(events.weight_array),
             "ang_re": jnp.asarray(ang.real),
             "ang_im": jnp.asarray(ang.imag),
@@ -336,7 +348,7 @@ class Model:
         return full[self._mag_index] * jnp.exp(1j * full[self._phase_index])
 
     def lineshapes(self, p: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-        """(n_res, n) complex F_R(m) at parameters p."""
+        """(n_all_res, n) complex F_R(m) of every resonance of the card at one mass array."""
         return self._lineshapes_full(self.full_parameters(p), m)
 
     def _lineshape_list(self, full: jnp.ndarray, m: jnp.ndarray) -> list[jnp.ndarray]:
@@ -350,43 +362,80 @@ class Model:
     def _lineshapes_full(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
         return jnp.stack(self._lineshape_list(full, m))
 
-    def _term_lineshapes(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-        """(n_terms, n) complex F_{R(k)}(m), stacked from the per-resonance list (an index
-        gather here would differentiate into a scatter-add, slow on CPUs)."""
-        F = self._lineshape_list(full, m)
-        return jnp.stack([F[i] for i, _ in self.terms])
+    def lineshape(self, name: str, p: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
+        """(n,) complex F_R(m) of one resonance (any, with or without couplings) at parameters p."""
+        names = [r.name for r in self.card.resonances]
+        return self._lineshape_list(self.full_parameters(p), m)[names.index(name)]
+
+    def _term_lineshapes(self, full: jnp.ndarray, masses: jnp.ndarray) -> jnp.ndarray:
+        """(n_terms, n_perm, n) complex prod_nodes F_R(m_node) of every term and permutation.
+
+        Each (resonance, node mass) pair is evaluated once and the products are
+        stacked (an index gather here would differentiate into a scatter-add,
+        slow on CPUs)."""
+        free = set(self._free.tolist())
+        values: dict[tuple[int, int], jnp.ndarray] = {}
+        for factors in self._sub_factors:
+            for r, col in factors:
+                if (r, col) not in values:
+                    idx = self._lineshape_index[r]
+                    values[r, col] = self._lineshapes[r](
+                        masses[col], {k: (full[i] if i in free else float(self._template[i])) for k, i in idx.items()})
+        products = []
+        for factors in self._sub_factors:
+            prod = values[factors[0]]
+            for f in factors[1:]:
+                prod = prod * values[f]
+            products.append(prod)
+        n_perm = len(self.amplitude.permutations)
+        stacked = jnp.stack(products)
+        return stacked.reshape(self.n_terms, n_perm, stacked.shape[-1])
+
+    def _unfolded(self, cache: Cache) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """The stored factors as (n_terms, n_perm, n_states, n) real and imaginary parts."""
+        shape = (self.n_terms, len(self.amplitude.permutations)) + cache["ang_re"].shape[1:]
+        return cache["ang_re"].reshape(shape), cache["ang_im"].reshape(shape)
 
     def amplitudes(self, p: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Real and imaginary parts of A_{M,lg}(x), each (4, n), spin states in SPIN_STATES order."""
+        """Real and imaginary parts of A_s(x), each (n_states, n) (SPIN_STATES order for J/psi -> gamma P P)."""
         require_x64()
         full = self.full_parameters(p)
         c = self._couplings_full(full)
         if "folded" in cache:
-            # Lineshapes already in the cache: A_s = sum_k c_k G_ks, a (4n x K) by K product.
+            # Lineshapes already in the cache: A_s = sum_k c_k G_ks, a (S n x K) by K product.
             a_re, a_im = jnp.real(c), jnp.imag(c)
             A_re = (jnp.einsum("k,ksn->sn", a_re, cache["ang_re"])
                     - jnp.einsum("k,ksn->sn", a_im, cache["ang_im"]))
             A_im = (jnp.einsum("k,ksn->sn", a_re, cache["ang_im"])
                     + jnp.einsum("k,ksn->sn", a_im, cache["ang_re"]))
             return A_re, A_im
-        a = c[:, None] * self._term_lineshapes(full, cache["m"])
+        a = c[:, None, None] * self._term_lineshapes(full, cache["masses"])
         a_re, a_im = jnp.real(a), jnp.imag(a)
+        ang_re, ang_im = self._unfolded(cache)
         # Real arithmetic on the split arrays: no complex copy of the cache per call.
-        A_re = (jnp.einsum("kn,ksn->sn", a_re, cache["ang_re"])
-                - jnp.einsum("kn,ksn->sn", a_im, cache["ang_im"]))
-        A_im = (jnp.einsum("kn,ksn->sn", a_re, cache["ang_im"])
-                + jnp.einsum("kn,ksn->sn", a_im, cache["ang_re"]))
+        A_re = (jnp.einsum("kpn,kpsn->sn", a_re, ang_re) - jnp.einsum("kpn,kpsn->sn", a_im, ang_im))
+        A_im = (jnp.einsum("kpn,kpsn->sn", a_re, ang_im) + jnp.einsum("kpn,kpsn->sn", a_im, ang_re))
         return A_re, A_im
 
     def intensity(self, p: jnp.ndarray, cache: Cache) -> jnp.ndarray:
-        """(n,) intensity I(x) = sum_{M, lg} |A_{M,lg}(x)|^2 at free parameters p (n_free,)."""
+        """(n,) intensity I(x) = sum_s |A_s(x)|^2 at free parameters p (n_free,)."""
         A_re, A_im = self.amplitudes(p, cache)
         return jnp.sum(A_re**2 + A_im**2, axis=0)
 
+    def term_factors(self, p: jnp.ndarray, cache: Cache) -> jnp.ndarray:
+        """(n_terms, n_states, n) complex G_ks = sum_perm prod F Ang: A_s = sum_k c_k G_ks."""
+        if "folded" in cache:
+            return cache["ang_re"] + 1j * cache["ang_im"]
+        ang_re, ang_im = self._unfolded(cache)
+        L = self._term_lineshapes(self.full_parameters(p), cache["masses"])
+        return jnp.einsum("kpn,kpsn->ksn", L, ang_re + 1j * ang_im)
+
     def _term_integrals(self, full: jnp.ndarray, cache: Cache) -> jnp.ndarray:
-        G = cache["ang_re"] + 1j * cache["ang_im"]
-        if "folded" not in cache:
-            G = self._term_lineshapes(full, cache["m"])[:, None, :] * G
+        if "folded" in cache:
+            G = cache["ang_re"] + 1j * cache["ang_im"]
+        else:
+            ang_re, ang_im = self._unfolded(cache)
+            G = jnp.einsum("kpn,kpsn->ksn", self._term_lineshapes(full, cache["masses"]), ang_re + 1j * ang_im)
         w = cache["weights"]
         return jnp.einsum("ksn,lsn,n->kl", jnp.conj(G), G, w) / jnp.sum(w)
 

@@ -1,6 +1,9 @@
 """Model cards: YAML descriptions of an amplitude model, validated when loaded.
 
-Example (``models/r0.yaml`` is a full one)::
+A card names the reaction (parent, final state, decay chains) and the
+resonances at the chains' inner nodes. The first version's J/psi -> gamma K+ K-
+cards (``models/jpsi_gamma_kk.yaml``) need no chains: a parent -> gamma P1 P2
+reaction defaults to the chain ``parent -> X gamma; X -> P1 P2``::
 
     reaction: {parent: J/psi, final_state: {gamma: gamma, Kp: K+, Km: K-}}
     resonances:
@@ -12,23 +15,54 @@ Example (``models/r0.yaml`` is a full one)::
         couplings: {0: [1.0, 0.0], 1: [0.8, 1.2], 2: [0.4, -0.6]}
     reference: f2'(1525)
 
+Any other reaction lists its chains of two-body decays; every resonance sits
+at an inner node (``node:``), and exactly one resonance of each chain carries
+the couplings of the vertex that produces it::
+
+    reaction:
+      parent: psi(2S)                  # production: e+e- (M = +-1) for a 1-- parent, else unpolarised
+      final_state: {Kp1: K+, Km1: K-, Kp2: K+, Km2: K-}
+      chains: ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]
+    resonances:
+      - name: phi(1020)
+        node: phi                      # no couplings: a fixed part of every f_J's chain
+        lineshape: {type: BW_plain, mass: 1.02, width: 0.004}
+      - name: f2(1270)
+        node: f
+        lineshape: {type: BW, mass: 1.2754, width: 0.1866}
+        couplings: {"+1 +2": [1.0, 0.4], "0 0": [2.0, -0.5]}   # helicity basis: "lambda_phi lambda_f"
+      - name: f0(1710)
+        node: f
+        basis: ls                      # LS basis: keys "L S"; l_max drops higher waves
+        couplings: {"0 1": [0.3, 0.0], "2 1": [0.1, 1.0]}
+        lineshape: {type: BW, mass: 1.723, width: 0.149}
+    reference: f2(1270)
+
 Conventions:
 
-* ``couplings`` maps the X helicity ``lambda_R`` (with photon helicity +1) to
-  ``[magnitude, phase]``, phase in radians: ``H^R_{lR,+1} = mag * exp(i phase)``;
-  parity gives ``H^R_{-lR,-1} = H^R_{lR,+1}`` (PHYSICS.md section 2). Spin 0
-  allows lR = 0 only; spin 2 and 4 allow lR = 0, 1, 2. A helicity left out
-  of the card is absent from the model (its coupling is zero).
-* The reference resonance's lR = 0 coupling is fixed to (1, 0): it sets the
-  overall scale and phase, which the likelihood cannot see. Every other
-  coupling floats; lineshape parameters float only when listed in ``float``.
-* Identical final-state pseudoscalars (K_S K_S, pi0 pi0) would need a
-  symmetrised amplitude, which is not implemented: such a card is rejected.
+* Helicity-basis keys are the helicities of the daughters of the carrier's
+  production vertex, in the order the chain writes them; with parity
+  conservation only one of each pair (lb, lc), (-lb, -lc) is independent
+  (:func:`pwa.ls_basis.independent_helicities`) and the card names that one.
+  The integer keys of the J/psi -> gamma P P cards are lambda_R with photon
+  helicity +1 (PHYSICS.md section 2). A coupling left out of the card is
+  absent from the model (zero).
+* Couplings are ``[magnitude, phase]``, phase in radians.
+* The reference resonance's first coupling is fixed at the card's value (it
+  sets the overall scale and phase, which the likelihood cannot see). Every
+  other coupling floats; lineshape parameters float only when listed in ``float``.
+* Spin and parity default to the PDG values (scikit-hep ``particle``) when the
+  name is a known particle; a resonance decaying into two spinless particles
+  otherwise gets the natural parity (-1)^J times theirs.
+* Identical final-state particles are symmetrised in the amplitude; a J^P
+  that the decays forbid (odd J into two identical pseudoscalars, a C parity
+  that the production cannot have) is refused.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +71,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fastsim.events import Reaction
 from fastsim.events.cards import read_yaml_card
+from fastsim.events.particles import particle_info
 
 from .errors import ModelCardError
-from .lineshapes import LINESHAPES, Bound, LineshapeContext
+from .lineshapes import LINESHAPES, Bound
 
-#: Spins of X -> two pseudoscalars with C = +1 (J^PC = 0++, 2++, 4++).
-ALLOWED_SPINS = (0, 2, 4)
+#: A coupling key: lambda_R (J/psi -> gamma P P cards) or "a b" (helicities, or L S).
+CouplingKey = int | str
+
+_KEY = re.compile(r"^\s*\(?\s*([+-]?\d+)\s*[, ]\s*([+-]?\d+)\s*\)?\s*$")
 
 
-def allowed_helicities(spin: int) -> tuple[int, ...]:
-    """X helicities lR >= 0 with photon helicity +1: |lR - 1| <= 1 and lR <= J."""
-    return tuple(lr for lr in (0, 1, 2) if lr <= spin)
+def parse_coupling_key(key: CouplingKey) -> tuple[int, int] | int:
+    """``"+1 0"`` -> (1, 0); an integer stays an integer."""
+    if isinstance(key, int):
+        return key
+    match = _KEY.match(str(key))
+    if not match:
+        raise ValueError(f"coupling key {key!r}: expected two integers such as \"+1 0\" "
+                         "(helicities, or L S in the LS basis)")
+    return int(match[1]), int(match[2])
 
 
 class _Strict(BaseModel):
@@ -55,24 +98,24 @@ class _Strict(BaseModel):
 
 
 class ReactionCard(_Strict):
-    """``reaction:`` block: parent and {column prefix: particle}, photon first."""
+    """``reaction:`` block: parent, {column prefix: particle}, chains, production."""
 
     parent: str = "J/psi"
     final_state: dict[str, str] = Field(default_factory=lambda: {"gamma": "gamma", "Kp": "K+", "Km": "K-"})
+    chains: tuple[str, ...] = ()
+    production: str | None = None
+    parity_conserved: bool | None = None
 
     def to_reaction(self) -> Reaction:
-        return Reaction.from_final_state(self.final_state, parent=self.parent)
+        return Reaction.from_final_state(self.final_state, parent=self.parent, chains=self.chains,
+                                         production=self.production)
 
     @model_validator(mode="after")
     def _valid(self) -> "ReactionCard":
         try:
-            reaction = self.to_reaction()
+            self.to_reaction()
         except ValueError as exc:
             raise ValueError(str(exc)) from None
-        if reaction.identical:
-            raise ValueError(
-                f"identical final-state particles {reaction.particles[1]} {reaction.particles[2]} need a "
-                "symmetrised amplitude, which this package does not implement yet")
         return self
 
 
@@ -80,11 +123,39 @@ class ResonanceCard(_Strict):
     """One entry of ``resonances:``."""
 
     name: str = Field(min_length=1)
-    spin: int
+    spin: int | None = None
+    parity: int | None = None
+    node: str | None = None
     lineshape: dict[str, Any]
+    basis: str = "helicity"
+    l_max: int | None = None
     float_: tuple[str, ...] = Field(default=(), alias="float")
     bounds: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
-    couplings: dict[int, tuple[float, float]]
+    couplings: dict[CouplingKey, tuple[float, float]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pdg_defaults(cls, raw: Any) -> Any:
+        """Spin, parity, mass and width from the PDG tables when the card leaves them out."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            return raw
+        try:
+            info = particle_info(raw["name"])
+        except ValueError:
+            return raw
+        out = dict(raw)
+        out.setdefault("spin", info.spin)
+        out.setdefault("parity", info.parity)
+        ls = out.get("lineshape")
+        if isinstance(ls, dict) and ls.get("type") in LINESHAPES:
+            params = LINESHAPES[ls["type"]].parameters
+            ls = dict(ls)
+            if "mass" in params:
+                ls.setdefault("mass", info.mass)
+            if "width" in params and info.width > 0:
+                ls.setdefault("width", info.width)
+            out["lineshape"] = ls
+        return out
 
     @field_validator("name")
     @classmethod
@@ -95,10 +166,23 @@ class ResonanceCard(_Strict):
 
     @field_validator("spin")
     @classmethod
-    def _spin(cls, v: int) -> int:
-        if v not in ALLOWED_SPINS:
-            raise ValueError(f"spin {v} is not allowed for X -> two pseudoscalars with C = +1; "
-                             f"expected one of {ALLOWED_SPINS}")
+    def _spin(cls, v: int | None) -> int | None:
+        if v is not None and not 0 <= v <= 4:
+            raise ValueError(f"spin {v}: expected 0 to 4 (the Blatt-Weisskopf factors go up to L = 4)")
+        return v
+
+    @field_validator("parity")
+    @classmethod
+    def _parity(cls, v: int | None) -> int | None:
+        if v is not None and v not in (1, -1):
+            raise ValueError(f"parity {v}: expected +1 or -1")
+        return v
+
+    @field_validator("basis")
+    @classmethod
+    def _basis(cls, v: str) -> str:
+        if v not in ("helicity", "ls"):
+            raise ValueError(f"basis {v!r}: expected helicity or ls")
         return v
 
     @field_validator("lineshape")
@@ -127,23 +211,27 @@ class ResonanceCard(_Strict):
 
     @field_validator("couplings")
     @classmethod
-    def _couplings(cls, v: dict[int, tuple[float, float]]) -> dict[int, tuple[float, float]]:
+    def _couplings(cls, v: dict | None) -> dict | None:
+        if v is None:
+            return None
         if not v:
-            raise ValueError("at least one coupling is needed")
-        for lr, (mag, phase) in v.items():
+            raise ValueError("an empty mapping; leave couplings out for a resonance that carries none")
+        keys = {}
+        for key, (mag, phase) in v.items():
+            parsed = parse_coupling_key(key)
+            if parsed in keys:
+                raise ValueError(f"coupling {key!r} is the same as {keys[parsed]!r}")
+            keys[parsed] = key
             if not (math.isfinite(mag) and math.isfinite(phase)):
-                raise ValueError(f"coupling {lr}: magnitude and phase must be finite")
+                raise ValueError(f"coupling {key}: magnitude and phase must be finite")
             if mag < 0:
-                raise ValueError(f"coupling {lr}: magnitude {mag} must be >= 0 (put the sign in the phase)")
-        return dict(sorted(v.items()))
+                raise ValueError(f"coupling {key}: magnitude {mag} must be >= 0 (put the sign in the phase)")
+        if all(isinstance(k, int) for k in v):
+            return dict(sorted(v.items()))
+        return dict(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ResonanceCard":
-        allowed = allowed_helicities(self.spin)
-        bad = [lr for lr in self.couplings if lr not in allowed]
-        if bad:
-            raise ValueError(f"couplings: helicity lambda_R = {bad[0]} is not allowed for spin {self.spin} "
-                             f"(allowed: {', '.join(map(str, allowed))})")
         params = LINESHAPES[self.lineshape["type"]].parameters
         for name in self.float_:
             if name not in params:
@@ -158,6 +246,8 @@ class ResonanceCard(_Strict):
             if (lo is not None and value < lo) or (hi is not None and value > hi) or \
                     (lo is not None and hi is not None and lo >= hi):
                 raise ValueError(f"bounds: {name} = {value} must lie inside [{lo}, {hi}] with lo < hi")
+        if self.l_max is not None and self.basis != "ls":
+            raise ValueError("l_max: only with basis: ls")
         return self
 
     @property
@@ -192,16 +282,11 @@ class ModelCard(_Strict):
             raise ValueError(f"resonances: name {dup[0]!r} appears more than once")
         if self.reference not in names:
             raise ValueError(f"reference: {self.reference!r} is not one of the resonances ({', '.join(names)})")
-        ref = self.resonance(self.reference)
-        if 0 not in ref.couplings:
-            raise ValueError(f"reference: {self.reference!r} has no lambda_R = 0 coupling to fix to (1, 0)")
-        reaction = self.reaction.to_reaction()
-        for r in self.resonances:
-            ctx = LineshapeContext(r.spin, reaction.m1, reaction.m2)
-            check = LINESHAPES[r.lineshape_type].validate
-            problems = check(r.lineshape_parameters, ctx) if check else []
-            if problems:
-                raise ValueError(f"resonances ({r.name}).lineshape: {problems[0]}")
+        if self.resonance(self.reference).couplings is None:
+            raise ValueError(f"reference: {self.reference!r} carries no couplings to fix")
+        from .structure import build_structure  # the amplitude's own checks name the field
+
+        build_structure(self)
         return self
 
     def resonance(self, name: str) -> ResonanceCard:
@@ -215,16 +300,21 @@ class ModelCard(_Strict):
         return self.model_dump(by_alias=True, exclude={"source"})
 
     def to_yaml(self) -> str:
-        """YAML text of the card (empty ``float``/``bounds`` left out, short lists inline)."""
+        """YAML text of the card (defaults and empty fields left out, short lists inline)."""
         d = self.to_dict()
         for r in d["resonances"]:
-            r["couplings"] = {int(k): [float(a), float(b)] for k, (a, b) in r["couplings"].items()}
+            if r["couplings"] is not None:
+                r["couplings"] = {k: [float(a), float(b)] for k, (a, b) in r["couplings"].items()}
             r["float"] = list(r["float"])
             r["bounds"] = {k: list(v) for k, v in r["bounds"].items()}
-            for key in ("float", "bounds"):
-                if not r[key]:
+            for key, default in (("float", []), ("bounds", {}), ("couplings", None), ("node", None),
+                                 ("basis", "helicity"), ("l_max", None), ("parity", None)):
+                if r[key] == default:
                     del r[key]
-        d["reaction"] = {"parent": d["reaction"]["parent"], "final_state": d["reaction"]["final_state"]}
+        reaction = {k: v for k, v in d["reaction"].items() if v not in (None, (), [])}
+        if "chains" in reaction:
+            reaction["chains"] = list(reaction["chains"])
+        d["reaction"] = reaction
         return yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=110)
 
 
@@ -262,7 +352,7 @@ def parse_model_card(raw: Any, source: str = "<card>") -> ModelCard:
         msgs = []
         for e in exc.errors():
             msg = e["msg"].removeprefix("Value error, ")
-            msgs.append(f"field {_location(e['loc'], raw)}: {msg}")
+            msgs.append(f"field {_location(e['loc'], raw)}: {msg}" if e["loc"] else f"field {msg}")
         raise ModelCardError(f"{source}: " + "; ".join(msgs)) from None
 
 

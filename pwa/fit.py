@@ -11,7 +11,8 @@ minimised* at its minimum; for weighted data it is the sandwich
 H^-1 C H^-1, C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)
 (Langenbruch, EPJC 82 (2022) 393). Fit fractions F_R, interference
 fractions and SF are integrals over generator-level flat phase space
-(deterministic quadrature, :func:`pwa.fractions.phase_space_quadrature`),
+(:func:`pwa.fractions.generator_cache`: deterministic quadrature for
+J/psi -> gamma P P, generator-level MC for any other reaction),
 with errors sigma^2 = J V J^T from the autodiff Jacobian.
 
 LASSO: the square root is smoothed, sqrt(F_R + eps) with eps = 1e-6 by
@@ -40,7 +41,7 @@ from fastsim.events import Events
 from .amplitude import Model, require_x64
 from .card import parse_model_card
 from .errors import FitError
-from .fractions import phase_space_quadrature
+from .fractions import generator_cache
 from .optimize import (DEFAULT_OPTIMIZER, Minimizer, MinimizeResult, best_of_starts, dumps, hessian_summary,
                        propagate)
 from .parallel import check_executor, map_tasks
@@ -59,7 +60,9 @@ class FitConfig:
         sf_target, sf_lambda: fraction-sum constraint (off when sf_lambda = 0).
         lasso: LASSO strength lambda (off when 0); lasso_eps its smoothing.
         max_iter, edm_tolerance: convergence settings.
-        quadrature_panels: m panels of the fraction quadrature.
+        quadrature_panels: m panels of the fraction quadrature (J/psi -> gamma P P).
+        gen_events, gen_seed: generator-level MC of the fraction integrals of
+            any other reaction (:func:`pwa.fractions.generator_cache`).
     """
 
     optimizer: str = DEFAULT_OPTIMIZER
@@ -72,6 +75,8 @@ class FitConfig:
     max_iter: int = 2000
     edm_tolerance: float = 1e-4
     quadrature_panels: int = 120
+    gen_events: int = 1_000_000
+    gen_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ class FitProblem:
 
     @classmethod
     def build(cls, model: Model, data: Events, mc: Events, *, quadrature_panels: int = 120,
-              gen_cache: dict | None = None) -> "FitProblem":
+              gen_cache: dict | None = None, gen_events: int = 1_000_000, gen_seed: int = 0) -> "FitProblem":
         """Precompute the caches (the expensive, parameter-independent part)."""
         require_x64()
         if data.reaction != model.reaction:
@@ -223,8 +228,8 @@ class FitProblem:
         data_cache = model.precompute(data)
         mc_cache = model.precompute(mc, normalisation_matrix=fixed)
         if gen_cache is None:
-            gen_cache = model.precompute(phase_space_quadrature(model.reaction, n_panels=quadrature_panels),
-                                         normalisation_matrix=fixed)
+            gen_cache = generator_cache(model, quadrature_panels=quadrature_panels, n_events=gen_events,
+                                        seed=gen_seed)
         w = data.weight_array
         return cls(model, data_cache, mc_cache, gen_cache, len(data), len(mc), float(w.sum()),
                    bool(np.any(w != 1.0)))
@@ -541,7 +546,8 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     """
     t0 = time.perf_counter()
     check_executor(executor)
-    problem = problem or FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels)
+    problem = problem or FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels,
+                                          gen_events=config.gen_events, gen_seed=config.gen_seed)
     x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
     if model.n_free == 0:
         raise FitError(f"{model.card.source}: the model has no free parameter")

@@ -26,8 +26,48 @@ Conventions (written here because PHYSICS.md leaves them open):
 * ``Flatte``: ``1 / (m0^2 - m^2 - i (g_pipi rho_pipi + g_KK rho_KK))`` with
   ``g_KK = g_ratio * g_pipi``, ``rho = 2 q / m`` of the channel, computed with
   the charged pion and charged kaon masses, continued below threshold as
-  ``rho -> i |rho|``; no barrier factor (S wave only);
+  ``rho -> i |rho|``; no barrier factor (S wave only). For two equal masses
+  ``2 q / m = sqrt(1 - 4 m_a^2 / s)``, so this is the analytic continuation of
+  PHYSICS.md section 3: below the K K threshold the K K term becomes real,
+  ``+ g_KK |rho_KK|`` in the denominator (the physical sheet). It is the
+  physical choice and the default for the seed card's f0(980) (psi(2S) ->
+  phi f_J); ``Flatte_abs`` below reproduces the author's code;
 * ``NR``: ``1`` (a constant S-wave term).
+
+The lineshapes of the seed author's public code (PWACG, ``pwa/propogator.py``
+used by ``config/pwa_info_kk.json``, PHYSICS.md section 5), with ``s = m^2``:
+
+* ``BW_plain``: ``1 / (m0^2 - s - i m0 Gamma0)``: constant width, no barrier
+  factor, no numerator (PWACG's ``BW``; the phi, m0 = 1.02, Gamma0 = 0.004,
+  and every f_J except the f0(980) and the f2(1270));
+* ``Flatte_abs``: the ``Flatte`` formula with the author's continuation
+  ``rho = sqrt(|1 - 4 m_a^2 / s|)`` (real) below a threshold, so that the K K
+  term stays in the width, ``- i g_KK |rho_KK|``, where ``Flatte`` has
+  ``+ g_KK |rho_KK|``. Above both thresholds (every m >= 2 m_K, i.e. every
+  f_J -> K+ K- of the seed reaction) the two are identical; between the
+  pi pi and K K thresholds ``D_Flatte - D_Flatte_abs = (1 + i) g_KK |rho_KK|``
+  for the denominators D (and the same with g_pipi |rho_pipi| added below the
+  pi pi threshold). It is PWACG's ``flatte980`` as of the fit that produced
+  the values of PHYSICS.md section 5 (commits of March 2024 to March 2025). A later PWACG revision
+  (April 2025) moves the K K term to the real part below threshold, as
+  ``Flatte`` does, but also multiplies the imaginary part, not the real one,
+  by m0; neither type follows that revision;
+* ``BW_f2_pipi``: ``m0 Gamma0 / (s - m0^2 + i g(s))`` with
+  ``g(s) = m0 Gamma0 (q/q0)^5 b(q0^2) / b(q^2)``, ``q^2 = s/4 - m_pi^2`` the
+  pi pi break-up momentum (charged pion mass, whatever the pair the f2 is
+  seen in), ``q0 = q(m0)``, ``b(x) = x^2 + 0.1825 x + 0.033306`` GeV^4
+  (PWACG's ``flatte1270``, the f2(1270)). Since ``B_2^2(z) = 13 z^2 / (z^2 +
+  3 z + 9)`` with ``z = q^2 d^2``, ``(q/q0)^4 b(q0^2)/b(q^2) = B_2^2(q) /
+  B_2^2(q0)`` for ``b(x) = x^2 + (3/d^2) x + 9/d^4``: ``g(s)/m0`` is the D-wave
+  running width ``Gamma0 (q/q0) B_2^2(q)/B_2^2(q0)`` without the usual
+  ``m0/m``. The printed constants are ``a = 0.1825 = 3/d^2`` and ``a^2 =
+  0.03330625``, rounded to 0.033306, i.e. ``d = sqrt(3/0.1825) = 4.0544``
+  GeV^-1 (0.800 fm); "4.05" is this rounded: d = 4.05 exactly would give
+  0.18290 and 0.033452. The constants are used as printed. Note the overall
+  sign: this is ``-1`` times the usual ``m0 Gamma0 / (m0^2 - s - i ...)``, so
+  ``F(m0) = -i``, a phase of pi that the couplings absorb; the author also
+  hard-codes m_pi^2 = 0.0194792 GeV^2 (here the charged pion mass of
+  :data:`fastsim.events.MASSES`, a 4e-5 relative difference in m_pi^2).
 """
 
 from __future__ import annotations
@@ -142,6 +182,15 @@ def phase_space_factor(m: jnp.ndarray, m1: float, m2: float) -> jnp.ndarray:
     return jnp.where(q2 >= 0, root + 0j, 1j * root) * (2.0 / m)
 
 
+def phase_space_factor_abs(m: jnp.ndarray, m1: float, m2: float) -> jnp.ndarray:
+    """rho = 2 |q| / m, real on both sides of threshold (sqrt(|1 - 4 m1^2/m^2|) for m1 = m2).
+
+    Not analytic at threshold: the seed author's continuation, for ``Flatte_abs`` only.
+    """
+    q2 = breakup_momentum_squared(m, m1, m2)
+    return jnp.sqrt(jnp.maximum(jnp.abs(q2), 1e-300)) * (2.0 / m)
+
+
 def blatt_weisskopf_squared(z: jnp.ndarray, L: int) -> jnp.ndarray:
     """Unnormalised Blatt-Weisskopf B_L^2(z), z = (q d)^2, L = 0..4 (PHYSICS.md section 3)."""
     if L == 0:
@@ -155,6 +204,12 @@ def blatt_weisskopf_squared(z: jnp.ndarray, L: int) -> jnp.ndarray:
     if L == 4:
         return 12746.0 * z**4 / ((z**2 - 45.0 * z + 105.0) ** 2 + 25.0 * z * (2.0 * z - 21.0) ** 2)
     raise ValueError(f"Blatt-Weisskopf factor for L = {L} not implemented (0..4)")
+
+
+def barrier_factor(b2: jnp.ndarray) -> jnp.ndarray:
+    """B_L = sqrt(B_L^2), with a zero (not NaN) gradient where B_L^2 = 0 (L > 0 at threshold)."""
+    positive = b2 > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, b2, 1.0)), 0.0)
 
 
 def require_above_threshold(params: Mapping[str, float], ctx: LineshapeContext) -> list[str]:
@@ -184,7 +239,7 @@ def breit_wigner(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: Line
     # sqrt(q2) does not depend on the parameters, so its infinite slope at q = 0
     # never enters a gradient.
     width = g0 * (jnp.sqrt(q2) / jnp.sqrt(q02)) * (m0 / m) * b2 / b02
-    return jnp.sqrt(b2) * m0 * g0 / (m0**2 - m**2 - 1j * m0 * width)
+    return barrier_factor(b2) * m0 * g0 / (m0**2 - m**2 - 1j * m0 * width)
 
 
 @register_lineshape("BW_const", ("mass", "width", "radius"), defaults={"radius": 1.0},
@@ -195,7 +250,7 @@ def breit_wigner_constant_width(m: jnp.ndarray, params: Mapping[str, jnp.ndarray
     """Relativistic Breit-Wigner with constant width and Blatt-Weisskopf factor B_L(q)."""
     m0, g0, d = params["mass"], params["width"], params["radius"]
     q2 = jnp.maximum(breakup_momentum_squared(m, ctx.m1, ctx.m2), 0.0)
-    b = jnp.sqrt(blatt_weisskopf_squared(q2 * d**2, ctx.spin))
+    b = barrier_factor(blatt_weisskopf_squared(q2 * d**2, ctx.spin))
     return b * m0 * g0 / (m0**2 - m**2 - 1j * m0 * g0)
 
 
@@ -203,16 +258,82 @@ def _s_wave_only(params: Mapping[str, float], ctx: LineshapeContext) -> list[str
     return [] if ctx.spin == 0 else [f"a Flatte describes an S wave (spin 0), not spin {ctx.spin}"]
 
 
-@register_lineshape("Flatte", ("mass", "g_pipi", "g_ratio"), defaults={"g_ratio": 4.21},
-                    bounds={"mass": (0.0, None), "g_pipi": (1e-6, None), "g_ratio": (0.0, None)},
-                    validate=_s_wave_only, example={"mass": 0.979, "g_pipi": 0.107, "g_ratio": 4.21})
-def flatte(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
-    """Flatte for the f0(980): couplings g_pipi and g_KK = g_ratio * g_pipi (GeV^2)."""
+_FLATTE_BOUNDS: dict[str, Bound] = {"mass": (0.0, None), "g_pipi": (1e-6, None), "g_ratio": (0.0, None)}
+
+
+def _flatte(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], continued: bool) -> jnp.ndarray:
+    """Flatte with rho -> i |rho| below threshold when ``continued``, else the real |rho|."""
     m0, g_pipi = params["mass"], params["g_pipi"]
     g_kk = params["g_ratio"] * g_pipi
-    rho_pipi = phase_space_factor(m, MASSES["pi+"], MASSES["pi-"])
-    rho_kk = phase_space_factor(m, MASSES["K+"], MASSES["K-"])
+    rho = phase_space_factor if continued else phase_space_factor_abs
+    rho_pipi = rho(m, MASSES["pi+"], MASSES["pi-"])
+    rho_kk = rho(m, MASSES["K+"], MASSES["K-"])
     return 1.0 / (m0**2 - m**2 - 1j * (g_pipi * rho_pipi + g_kk * rho_kk))
+
+
+@register_lineshape("Flatte", ("mass", "g_pipi", "g_ratio"), defaults={"g_ratio": 4.21},
+                    bounds=_FLATTE_BOUNDS, validate=_s_wave_only,
+                    example={"mass": 0.979, "g_pipi": 0.107, "g_ratio": 4.21})
+def flatte(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
+    """Flatte for the f0(980): couplings g_pipi and g_KK = g_ratio * g_pipi (GeV^2)."""
+    return _flatte(m, params, continued=True)
+
+
+@register_lineshape("Flatte_abs", ("mass", "g_pipi", "g_ratio"), defaults={"g_ratio": 4.21},
+                    bounds=_FLATTE_BOUNDS, validate=_s_wave_only,
+                    example={"mass": 0.9795, "g_pipi": 0.1068, "g_ratio": 8.57})
+def flatte_abs(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
+    """Flatte with the seed author's rho = sqrt(|1 - 4 m^2/s|) below threshold (not analytic)."""
+    return _flatte(m, params, continued=False)
+
+
+@register_lineshape("BW_plain", ("mass", "width"),
+                    bounds={"mass": (0.0, None), "width": (1e-6, None)},
+                    example={"mass": 1.5223, "width": 0.0858}, example_spin=2)
+def breit_wigner_plain(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *,
+                       ctx: LineshapeContext) -> jnp.ndarray:
+    """Constant-width Breit-Wigner 1 / (m0^2 - m^2 - i m0 Gamma0), no barrier factor (seed author's BW)."""
+    m0, g0 = params["mass"], params["width"]
+    return 1.0 / (m0**2 - m**2 - 1j * m0 * g0)
+
+
+#: The seed author's pi pi D-wave form factor b(x) = x^2 + F2_PIPI_B1 x + F2_PIPI_B0 (GeV^4),
+#: x = q^2: 3/d^2 and (3/d^2)^2 for d = sqrt(3/0.1825) = 4.0544 GeV^-1, as printed in PWACG.
+F2_PIPI_B1 = 0.1825
+F2_PIPI_B0 = 0.033306
+
+_PIPI_THRESHOLD = MASSES["pi+"] + MASSES["pi-"]
+
+
+def _f2_pipi_checks(params: Mapping[str, float], ctx: LineshapeContext) -> list[str]:
+    problems = []
+    if ctx.spin != 2:
+        problems.append(f"BW_f2_pipi has a pi pi D-wave width (spin 2), not spin {ctx.spin}")
+    if params["mass"] <= _PIPI_THRESHOLD:
+        problems.append(f"mass {params['mass']} GeV is not above the pi pi threshold "
+                        f"{_PIPI_THRESHOLD:.6f} GeV, where q0 would be imaginary")
+    return problems
+
+
+def _f2_pipi_b(x: jnp.ndarray) -> jnp.ndarray:
+    return x * (x + F2_PIPI_B1) + F2_PIPI_B0
+
+
+# The mass bound keeps q0^2 = m0^2/4 - m_pi^2 > 0 (1 MeV above the pi pi threshold).
+@register_lineshape("BW_f2_pipi", ("mass", "width"),
+                    bounds={"mass": (_PIPI_THRESHOLD + 1e-3, None), "width": (1e-6, None)},
+                    validate=_f2_pipi_checks, example={"mass": 1.29, "width": 0.196}, example_spin=2)
+def breit_wigner_f2_pipi(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *,
+                         ctx: LineshapeContext) -> jnp.ndarray:
+    """Seed author's f2(1270): m0 G0 / (s - m0^2 + i g(s)), pi pi D-wave running width g(s)."""
+    m0, g0 = params["mass"], params["width"]
+    mpi2 = MASSES["pi+"] ** 2
+    # The pi pi momentum is real wherever the f2 is seen in K K; the floor only
+    # keeps m < 2 m_pi finite (g = 0 there).
+    q2 = jnp.maximum(m**2 / 4.0 - mpi2, 0.0)
+    q02 = m0**2 / 4.0 - mpi2
+    g = m0 * g0 * (q2 / q02) ** 2.5 * _f2_pipi_b(q02) / _f2_pipi_b(q2)
+    return m0 * g0 / (m**2 - m0**2 + 1j * g)
 
 
 @register_lineshape("NR", (), example={})

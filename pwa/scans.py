@@ -186,7 +186,8 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
     check_executor(executor)
     if any(lam <= 0 for lam in lambdas):
         raise FitError("LASSO strengths must be positive")
-    problem = FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels)
+    problem = FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels,
+                               gen_events=config.gen_events, gen_seed=config.gen_seed)
     configs = [replace(config, lasso=float(lam)) for lam in sorted(lambdas)]
     plain = replace(config, lasso=0.0, sf_lambda=0.0, starts=1)
     N = problem.sum_data_weights

@@ -23,6 +23,13 @@ I times flat phase space (PHYSICS.md section 1). Two exact proposals:
     probability I(x) / I_max, I_max = margin * the largest intensity found by
     a flat scan and local L-BFGS-B refinement.
 
+``proposal="phase-space"`` (any reaction; the only one for reactions other
+    than J/psi -> gamma P P)
+    Generator-level events of :func:`pwa.fractions.generator_events` (flat
+    n-body phase space, with Breit-Wigner proposals and weights w for narrow
+    resonances such as the phi of psi(2S) -> phi K+ K-), kept with
+    probability I(x) w(x) / (margin * the largest I w of a scan).
+
 Either way an event above its envelope would bias the sample, so
 generation stops with :class:`~pwa.errors.GenerationError` if one appears.
 Kept events then pass through the toy detector until n are accepted. The
@@ -49,7 +56,8 @@ from .errors import GenerationError
 DEFAULT_MARGIN = 1.25
 DEFAULT_CHUNK = 100_000
 DEFAULT_BINS = 400
-PROPOSALS = ("mass", "flat")
+PROPOSALS = ("mass", "flat", "phase-space")
+DEFAULT_SCAN = 500_000
 
 
 @lru_cache(maxsize=8)
@@ -76,6 +84,24 @@ def _intensity_function(model: Model, p: np.ndarray, block: int = 2048) -> Calla
             ev = Events.from_helicity_variables(padded[start:start + block], model.reaction)
             # Lineshapes are evaluated inside the one compiled intensity: folding them into
             # the cache would compile a lineshape program on every call (~0.5 s each).
+            out[start:start + block] = np.asarray(intensity(pj, model.precompute(ev, fold_lineshapes=False)))
+        return out[:n]
+
+    return evaluate
+
+
+def _momentum_intensity(model: Model, p: np.ndarray, block: int = 8192) -> Callable[[np.ndarray], np.ndarray]:
+    """I at free parameters p as a function of four-momenta (n, n_final, 4) -> (n,), in fixed-size
+    blocks (the last one padded with copies of the first event) so that it compiles once."""
+    intensity = _compiled_intensity(model)
+    pj = jnp.asarray(p, dtype=jnp.float64)
+
+    def evaluate(momenta: np.ndarray) -> np.ndarray:
+        n = len(momenta)
+        padded = np.concatenate([momenta, np.broadcast_to(momenta[:1], (-n % block,) + momenta.shape[1:])])
+        out = np.empty(len(padded))
+        for start in range(0, len(padded), block):
+            ev = Events(padded[start:start + block], None, model.reaction)
             out[start:start + block] = np.asarray(intensity(pj, model.precompute(ev, fold_lineshapes=False)))
         return out[:n]
 
@@ -325,6 +351,11 @@ def iter_toys(model: Model, n: int, detector: Detector, *, p: np.ndarray | None 
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown proposal {proposal!r}; choose one of {', '.join(PROPOSALS)}")
     p = model.initial_values() if p is None else np.asarray(p, dtype=np.float64)
+    if not model.reaction.is_radiative_pair or proposal == "phase-space":
+        if envelope is not None:
+            raise ValueError("a precomputed envelope needs proposal='mass'")
+        yield from _iter_phase_space_toys(model, n, detector, p, seed, margin, chunk_size, stats)
+        return
     rng = np.random.default_rng(seed)
     space = PhaseSpace(model.reaction)
     evaluate = _intensity_function(model, p)
@@ -364,6 +395,45 @@ def iter_toys(model: Model, n: int, detector: Detector, *, p: np.ndarray | None 
         gen = Events.from_helicity_variables(hv[keep], model.reaction)
         acc = detector.apply(gen, rng)
         proposed += chunk_size
+        hit += int(keep.sum())
+        if len(acc) > n - accepted:
+            acc = acc.subset(slice(0, n - accepted))
+        accepted += len(acc)
+        if stats is not None:
+            stats.update(n_proposed=proposed, n_hit=hit, n_accepted=accepted)
+        if len(acc):
+            yield acc
+        if accepted == 0 and proposed > 1000 * max(n, chunk_size):
+            raise GenerationError("no event is accepted: check the model and the detector card")
+
+
+def _iter_phase_space_toys(model: Model, n: int, detector: Detector, p: np.ndarray, seed: int, margin: float,
+                           chunk_size: int, stats: dict | None, n_scan: int = DEFAULT_SCAN) -> Iterator[Events]:
+    """Accept-reject on generator-level phase-space events of any reaction (module docstring)."""
+    from .fractions import generator_events
+
+    rng = np.random.default_rng(seed)
+    evaluate = _momentum_intensity(model, p)
+    scan = generator_events(model, n_scan, rng)
+    f_scan = evaluate(scan.momenta) * scan.weight_array
+    if not np.all(np.isfinite(f_scan)) or f_scan.max() <= 0:
+        raise GenerationError("the intensity is zero or not finite over phase space: check the model")
+    ceiling = margin * float(f_scan.max())
+    proposed = hit = accepted = 0
+    if stats is not None:
+        stats.update(proposal="phase-space", i_max=ceiling, n_proposed=0, n_hit=0, n_accepted=0)
+    while accepted < n:
+        gen = generator_events(model, chunk_size, rng)
+        f = evaluate(gen.momenta) * gen.weight_array
+        ratio = f / ceiling
+        if ratio.max() > 1.0:
+            raise GenerationError(
+                f"an event has intensity x weight {f.max():.6g} above its accept-reject bound {ceiling:.6g} "
+                f"(largest of {n_scan} scanned events x margin {margin}); the sample would be biased: "
+                "raise the margin")
+        keep = rng.uniform(size=len(gen)) < ratio
+        acc = detector.apply(Events(gen.momenta[keep], None, model.reaction), rng)
+        proposed += len(gen)
         hit += int(keep.sum())
         if len(acc) > n - accepted:
             acc = acc.subset(slice(0, n - accepted))

@@ -53,17 +53,26 @@ def _with(resonance_changes=None, **top):
 
 
 @pytest.mark.parametrize("card, field, words", [
-    (_with({"spin": 3}), "resonances[0] (f2'(1525)).spin", "spin 3 is not allowed"),
-    (_with({"couplings": {0: [1.0, 0.0], 3: [1.0, 0.0]}}), "resonances[0] (f2'(1525))", "helicity lambda_R = 3"),
-    (_with({"spin": 0}), "resonances[0] (f2'(1525))", "helicity lambda_R = 1 is not allowed for spin 0"),
+    (_with({"spin": 3}), "resonances[0] (f2'(1525)).spin", "C parity -1 of J/psi"),
+    (_with({"spin": 5}), "resonances[0] (f2'(1525)).spin", "expected 0 to 4"),
+    (_with({"couplings": {0: [1.0, 0.0], 3: [1.0, 0.0]}}), "resonances[0] (f2'(1525)).couplings",
+     "3 is not an independent helicity pair"),
+    (_with({"spin": 0}), "resonances[0] (f2'(1525)).couplings", "1 is not an independent helicity pair"),
+    (_with({"couplings": {"+1 0": [1.0, 0.0]}}), "resonances[0] (f2'(1525)).couplings",
+     "expected one of \"+0 +1\", \"+1 +1\", \"+2 +1\""),
+    (_with({"node": "Y"}), "resonances[0] (f2'(1525)).node", "on no chain"),
     (_with({"lineshape": {"type": "Gauss", "mass": 1.5}}), "lineshape", "not a known lineshape"),
-    (_with({"lineshape": {"type": "BW", "mass": 1.5}}), "lineshape", "needs parameter 'width'"),
+    (_with({"name": "X(1600)", "lineshape": {"type": "BW", "mass": 1.5}}, reference="X(1600)"), "lineshape",
+     "needs parameter 'width'"),
     (_with({"lineshape": {"type": "BW", "mass": 0.9, "width": 0.1}, "bounds": {}}), "lineshape", "threshold"),
     (_with({"float": ["radius", "g_pipi"]}), "resonances[0]", "'g_pipi' is not a parameter"),
     (_with({"couplings": {0: [-1.0, 0.0]}}), "couplings", "must be >= 0"),
     (_with(reference="f2(1270)"), "reference", "not one of the resonances"),
-    (_with(reaction={"final_state": {"gamma": "gamma", "KS1": "K_S0", "KS2": "K_S0"}}), "reaction",
-     "symmetrised amplitude"),
+    (_with(reaction={"final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"},
+                     "chains": ["J/psi -> X gamma; X -> Kp pi"]}), "reaction", "neither decays nor is a final-state"),
+    (_with(reaction={"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
+                     "chains": ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]}),
+     "resonances[0] (f2'(1525)).node", "the reaction's chains have the inner nodes f, phi"),
     (_with({"bounds": {"mass": [1.6, 1.7]}}), "resonances[0]", "must lie inside"),
 ])
 def test_bad_cards_name_file_and_field(tmp_path, card, field, words):
@@ -72,6 +81,17 @@ def test_bad_cards_name_file_and_field(tmp_path, card, field, words):
         load_model_card(path)
     msg = str(err.value)
     assert str(path) in msg and field in msg and words in msg, msg
+
+
+def test_identical_pseudoscalars_are_symmetrised_and_odd_spins_refused(tmp_path):
+    """J/psi -> gamma K_S K_S: allowed (Bose-symmetrised amplitude); J = 1 into K_S K_S is refused."""
+    card = _with(reaction={"final_state": {"gamma": "gamma", "KS1": "K_S0", "KS2": "K_S0"}})
+    model = Model.from_card(load_model_card(write(tmp_path, card)))
+    assert model.amplitude.permutations == ((0, 1, 2), (0, 2, 1))
+    bad = yaml.safe_load(yaml.safe_dump(card, sort_keys=False))
+    bad["resonances"][0].update({"spin": 1, "parity": -1, "couplings": {0: [1.0, 0.0]}})
+    with pytest.raises(ModelCardError, match=r"resonances\[0\] \(f2'\(1525\)\)\.spin: .*(Bose symmetry|C parity)"):
+        load_model_card(write(tmp_path, bad))
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -47,6 +47,21 @@ def test_gradient_matches_finite_differences(name):
         assert grad[i] == pytest.approx(float(fd), rel=1e-5, abs=1e-7 * float(jnp.abs(fd)) + 1e-9), ls.parameters[i]
 
 
+@pytest.mark.parametrize("name", sorted(LINESHAPES))
+def test_finite_with_gradient_at_the_kk_threshold(name):
+    """Values and every parameter's gradient are finite at and just above m = 2 m_K (L > 0: B_L = 0 there)."""
+    ls, fn = _bound(name)
+    mk = JPSI_GAMMA_KK.m1
+    m = jnp.asarray([2 * mk, 2 * mk * (1 + 1e-15), 2 * mk * (1 + 1e-12), 2 * mk + 1e-8, 2 * mk + 1e-4])
+    params = {k: jnp.asarray(v) for k, v in ls.example.items()}
+    assert np.all(np.isfinite(np.asarray(fn(m, params))))
+    if not ls.parameters:
+        return
+    for i in range(len(m)):
+        grad = jax.grad(lambda p: jnp.real(fn(m, p)[i]) + jnp.imag(fn(m, p)[i]))(params)
+        assert all(np.isfinite(float(g)) for g in grad.values()), (float(m[i]), grad)
+
+
 def test_breit_wigner_at_pole_mass():
     """At m = m0 the BW is i B_L(q0) (pure imaginary): the peak of the resonance."""
     ls, fn = _bound("BW")

@@ -49,11 +49,10 @@ def reference():
 def test_each_component_to_1e13(reference):
     model, cache, z = reference
     p = jnp.asarray(model.initial_values())
-    full = model.full_parameters(p)
-    G = np.asarray(model._term_lineshapes(full, cache["m"]))[:, None, :] * \
-        (np.asarray(cache["ang_re"]) + 1j * np.asarray(cache["ang_im"]))
+    G = np.asarray(model.term_factors(p, cache))
     checked = 0
-    for k, (r, lr) in enumerate(model.terms):
+    for k, (r, label) in enumerate(model.terms):
+        lr = int(label.removeprefix("c"))
         ours = np.sum(np.abs(G[k]) ** 2, axis=0)
         ref = z[f"component_{model.resonance_names[r]}_l{lr}"]
         rel = np.abs(ours / ref - 1.0)

@@ -12,11 +12,12 @@ from .particles import JPSI_GAMMA_KK, Reaction
 
 @dataclass(frozen=True, eq=False)
 class Events:
-    """Events of J/psi -> gamma P1 P2 in the J/psi rest frame.
+    """Events of a reaction in the parent's rest frame.
 
     Attributes:
-        momenta: (n_events, 3, 4) four-momenta (E, px, py, pz) in GeV of
-            (photon, P1, P2).
+        momenta: (n_events, n_final, 4) four-momenta (E, px, py, pz) in GeV of
+            the final-state particles in ``reaction.prefixes`` order (photon,
+            P1, P2 for J/psi -> gamma P1 P2).
         weights: (n_events,) event weights, or None for unit weights.
         reaction: the reaction, which fixes masses and column prefixes.
     """
@@ -28,8 +29,9 @@ class Events:
 
     def __post_init__(self) -> None:
         mom = np.ascontiguousarray(self.momenta, dtype=np.float64)
-        if mom.ndim != 3 or mom.shape[1:] != (3, 4):
-            raise ValueError(f"momenta must have shape (n, 3, 4), got {mom.shape}")
+        shape = (self.reaction.n_final, 4)
+        if mom.ndim != 3 or mom.shape[1:] != shape:
+            raise ValueError(f"momenta must have shape (n, {shape[0]}, 4) for {self.reaction}, got {mom.shape}")
         object.__setattr__(self, "momenta", mom)
         if self.weights is not None:
             w = np.asarray(self.weights, dtype=np.float64)
@@ -53,10 +55,19 @@ class Events:
         ev._cache["hv"] = np.asarray(hv, dtype=np.float64)
         return ev
 
+    def momentum(self, label: str) -> np.ndarray:
+        """(n_events, 4) four-momenta of the final-state particle with this label (column prefix)."""
+        return self.momenta[:, self.reaction.index(label)]
+
+    def by_label(self) -> dict[str, np.ndarray]:
+        """{label: (n_events, 4) four-momenta} of every final-state particle."""
+        return {p: self.momenta[:, i] for i, p in enumerate(self.reaction.prefixes)}
+
     @property
     def helicity_variables(self) -> np.ndarray:
         """(n_events, 5): m, cos theta_X, phi_X, cos theta_1, phi_1 (computed once)."""
         if "hv" not in self._cache:
+            self.reaction.require_radiative_pair("the five helicity variables")
             m = self.momenta
             self._cache["hv"] = helicity_variables(m[:, 0], m[:, 1], m[:, 2])
         return self._cache["hv"]
