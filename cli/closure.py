@@ -106,7 +106,10 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     from fastsim.training import TrainConfig, bootstrap_replicas, fit as train_flow, model_hyperparameters
     from fastsim.validation import classifier_auc, require_symmetry
     from pwa import Model, load_model_card
-    from pwa.fit import FitConfig, FitProblem, combine_normalisation_caches, fit, normalisation_cache
+    from pwa.fit import fit
+    from pwa.fit_result import FitConfig
+    from pwa.normalisation import combine_normalisation_caches, normalisation_cache
+    from pwa.problem import FitProblem
     from pwa.fractions import phase_space_quadrature
     from pwa.toys import iter_toys
 

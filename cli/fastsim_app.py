@@ -24,25 +24,35 @@ def _root(version: bool = typer.Option(False, "--version", callback=version_call
 def generate(
     n: int = typer.Option(..., "--n", min=1, help="Number of accepted events to write."),
     out: Path = typer.Option(..., "--out", help="Output event file (.parquet, .root or .npz)."),
+    model: Path = typer.Option(None, "--model",
+                               help="Model card (YAML) whose reaction to generate; default J/psi -> gamma K+ K-."),
     detector: str = typer.Option("default", "--detector",
                                  help="Detector card: a YAML path, 'default' or 'none' (generator level)."),
     seed: int = seed_option(),
     chunk_size: int = typer.Option(200_000, "--chunk-size", min=1000, help="Generated events per chunk."),
 ) -> None:
     """Generate conventional MC: flat phase space through the toy detector."""
-    from fastsim.events import Detector, EventWriter, iter_conventional_mc, load_detector_card
+    from fastsim.events import JPSI_GAMMA_KK, Detector, EventWriter, iter_conventional_mc, load_detector_card
 
+    if model is None:
+        reaction = JPSI_GAMMA_KK
+    else:
+        from pwa.card import load_model_card  # imports JAX: only when a card is given
+
+        reaction = load_model_card(model).reaction.to_reaction()
     det = Detector(load_detector_card(detector))
+    det.check(reaction)
     stats: dict = {}
     t0 = time.perf_counter()
-    with EventWriter(out) as writer, progress_bar() as bar:
+    with EventWriter(out, reaction) as writer, progress_bar() as bar:
         task = bar.add_task(f"conventional MC ({det.name})", total=n)
-        for chunk in iter_conventional_mc(n, det, seed=seed, chunk_size=chunk_size, stats=stats):
+        for chunk in iter_conventional_mc(n, det, reaction=reaction, seed=seed, chunk_size=chunk_size,
+                                          stats=stats):
             writer.write(chunk)
             bar.advance(task, len(chunk))
     dt = time.perf_counter() - t0
     acc = stats["n_passed"] / stats["n_generated"]
-    typer.echo(f"wrote {writer.n_written} events to {out}")
+    typer.echo(f"wrote {writer.n_written} events of {reaction} ({', '.join(reaction.prefixes)}) to {out}")
     typer.echo(f"detector {det.name}: acceptance x efficiency = {acc:.4f} "
                f"({stats['n_passed']} of {stats['n_generated']} generated passed)")
     typer.echo(f"throughput: {writer.n_written / dt:,.0f} accepted events/s ({dt:.2f} s)")

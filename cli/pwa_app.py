@@ -140,7 +140,7 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
 
 def _fit_config(optimizer: str, starts: int, seed: int, sf_target: float, sf_lambda: float,
                 lasso: float):
-    from pwa.fit import FitConfig
+    from pwa.fit_result import FitConfig
 
     return FitConfig(optimizer=optimizer, starts=starts, seed=seed, sf_target=sf_target,
                      sf_lambda=sf_lambda, lasso=lasso)
@@ -237,7 +237,8 @@ def fit(
     _float64()
     import jax
 
-    from pwa.fit import FitProblem, fit as run_fit, significances
+    from pwa.fit import fit as run_fit, significances
+    from pwa.problem import FitProblem
     from pwa.report import write_fit_outputs
     from pwa.sharding import shard_problem
 
@@ -265,8 +266,7 @@ def fit(
         for s in sig:
             typer.echo(f"  {s.resonance:<14} {s.sigma:6.1f} sigma  (Delta NLL {s.delta_nll:.2f}, "
                        f"{s.n_parameters} parameters)")
-    paths = write_fit_outputs(out, result, problem, data_hv=data_events.helicity_variables,
-                              data_weights=data_events.weight_array, mc_hv=mc_events.helicity_variables,
+    paths = write_fit_outputs(out, result, problem, data=data_events, mc=mc_events,
                               significance=sig, plots=plots, extra=mc_info)
     typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
     if not result.converged:
@@ -312,7 +312,7 @@ def scan_fraction(
     """
     _float64()
     from fastsim.events import write_text_atomic
-    from pwa.fit import FitProblem
+    from pwa.problem import FitProblem
     from pwa.optimize import dumps
     from pwa.scans import plot_fraction_scan, scan_fraction as run_scan
 

@@ -10,28 +10,34 @@ mkdir -p "$OUT"
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start )) s] $*"; }
 
-step "1. conventional MC: flat phase space through the BESIII-like detector"
+step "1. conventional MC of J/psi -> gamma K+ K-: flat phase space through the BESIII-like detector"
 fastsim generate --n 200000 --out "$OUT/mc.parquet" --detector default --seed 1
 
-step "2. the benchmark model R0: generator-level fit fractions (seed Table 1)"
+step "2. the seed's benchmark R0 in its own reaction, psi(2S) -> phi f_J -> K+ K- K+ K-: fit fractions (seed Table 1)"
 pwa fractions --model models/r0.yaml --n-mc 200000
 
-step "3. toy data from R0 through the detector"
-pwa generate --model models/r0.yaml --n 5000 --out "$OUT/data.parquet" --seed 2
+step "2b. psi(2S) -> K+ K- K+ K-: conventional MC, toy data through the detector, and a fit"
+fastsim generate --model models/r0.yaml --n 100000 --out "$OUT/mc_r0.parquet" --detector default --seed 11
+pwa generate --model models/r0.yaml --n 3000 --out "$OUT/data_r0.parquet" --seed 12
+pwa fit --model models/r0.yaml --data "$OUT/data_r0.parquet" --mc "$OUT/mc_r0.parquet" --out "$OUT/fit_r0" \
+    --starts 1 --no-plots
+
+step "3. J/psi -> gamma K+ K- (the reaction of the shipped flow): toy data of its R0 through the detector"
+pwa generate --model models/jpsi_gamma_kk.yaml --n 5000 --out "$OUT/data.parquet" --seed 2
 
 step "4. the shipped flow against held-out conventional MC"
 fastsim validate --model models/flow_besiii_like.pt --reference "$OUT/mc.parquet" --out "$OUT/flow_validation" \
     --n-model 100000 --no-record
 
 step "5. fit with conventional MC"
-pwa fit --model models/r0.yaml --data "$OUT/data.parquet" --mc "$OUT/mc.parquet" --out "$OUT/fit_conventional"
+pwa fit --model models/jpsi_gamma_kk.yaml --data "$OUT/data.parquet" --mc "$OUT/mc.parquet" --out "$OUT/fit_conventional"
 
 step "6. fit with flow MC (the shipped flow), DCTR-reweighted to the conventional MC"
-pwa fit --model models/r0.yaml --data "$OUT/data.parquet" --mc flow --n-mc 200000 \
+pwa fit --model models/jpsi_gamma_kk.yaml --data "$OUT/data.parquet" --mc flow --n-mc 200000 \
     --reweight "$OUT/mc.parquet" --out "$OUT/fit_flow" --seed 3
 
 step "7. a short closure test (2 toys; each trains its own flow on its affordable MC)"
-pwa closure --model models/r0.yaml --toys 2 --n-data 2000 --n-train 20000 --n-flow 100000 \
+pwa closure --model models/jpsi_gamma_kk.yaml --toys 2 --n-data 2000 --n-train 20000 --n-flow 100000 \
     --n-reference 200000 --flow-epochs 4 --workers 2 --out "$OUT/closure" --seed 4 > "$OUT/closure.log"
 tail -n 3 "$OUT/closure.log"
 

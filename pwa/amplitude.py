@@ -28,7 +28,7 @@ permutations summed), so that a call only forms sum_k c_k G_ks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from fastsim.events import Events, Reaction
 
+from .caches import Cache, EventCache
 from .card import ModelCard, load_model_card, parse_model_card
 from .errors import ModelCardError, PrecisionError
 from .helicity import HelicityAmplitude
@@ -46,10 +47,6 @@ from .structure import CouplingSlot, build_structure
 
 #: (M, lambda_gamma) of the four incoherent spin states of J/psi -> gamma P P, in cache order.
 SPIN_STATES: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
-
-#: A per-sample cache: a dict pytree of jnp float64 arrays.
-Cache = dict[str, jnp.ndarray]
-
 
 #: A floating Breit-Wigner mass stays this far (GeV) above its decay's threshold.
 THRESHOLD_MARGIN = 1e-3
@@ -270,7 +267,7 @@ class Model:
     # --- build once ----------------------------------------------------------
 
     def precompute(self, events: Events, *, normalisation_matrix: bool = False,
-                   fold_lineshapes: bool | None = None) -> Cache:
+                   fold_lineshapes: bool | None = None) -> EventCache:
         """Per-event arrays that do not depend on the parameters (built once).
 
         Args:
@@ -286,11 +283,10 @@ class Model:
                 when no lineshape parameter floats.
 
         Returns:
-            dict with ``masses`` (n_columns, n) node masses, ``weights`` (n,),
-            ``ang_re``/``ang_im`` ((n_terms n_perm), n_states, n), or
-            (n_terms, n_states, n) with lineshapes folded in if ``folded`` is
-            a key) and, if asked, ``norm_re``/``norm_im`` (n_terms, n_terms);
-            all jnp float64.
+            :class:`~pwa.caches.EventCache` of jnp float64 arrays: ``masses``
+            (n_columns, n) node masses, ``weights`` (n,), ``ang_re``/``ang_im``
+            ((n_terms n_perm), n_states, n), or (n_terms, n_states, n) when
+            ``folded``, and, if asked, ``norm_re``/``norm_im`` (n_terms, n_terms).
         """
         require_x64()
         if events.reaction != self.reaction:
@@ -308,17 +304,12 @@ class Model:
             # jit: one compiled program instead of an op-by-op dispatch of every lineshape.
             F = np.asarray(self._compiled_term_lineshapes(jnp.asarray(self._template), jnp.asarray(masses)))
             ang = (ang * F.reshape(K * P, 1, n)).reshape(K, P, S, n).sum(axis=1)
-        cache = {
-            "masses": jnp.asarray(masses),
-            "weights": jnp.asarray(events.weight_array),
-            "ang_re": jnp.asarray(ang.real),
-            "ang_im": jnp.asarray(ang.imag),
-        }
-        if fold_lineshapes:
-            cache["folded"] = jnp.zeros(())
+        cache = EventCache(masses=jnp.asarray(masses), weights=jnp.asarray(events.weight_array),
+                           ang_re=jnp.asarray(ang.real), ang_im=jnp.asarray(ang.imag),
+                           folded=bool(fold_lineshapes))
         if normalisation_matrix:
             M = self._compiled_term_integrals(jnp.asarray(self._template), cache)
-            cache["norm_re"], cache["norm_im"] = jnp.real(M), jnp.imag(M)
+            cache = replace(cache, norm_re=jnp.real(M), norm_im=jnp.imag(M))
         return cache
 
     @cached_property
@@ -391,25 +382,25 @@ class Model:
         stacked = jnp.stack(products)
         return stacked.reshape(self.n_terms, n_perm, stacked.shape[-1])
 
-    def _unfolded(self, cache: Cache) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def _unfolded(self, cache: EventCache) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The stored factors as (n_terms, n_perm, n_states, n) real and imaginary parts."""
-        shape = (self.n_terms, len(self.amplitude.permutations)) + cache["ang_re"].shape[1:]
-        return cache["ang_re"].reshape(shape), cache["ang_im"].reshape(shape)
+        shape = (self.n_terms, len(self.amplitude.permutations)) + cache.ang_re.shape[1:]
+        return cache.ang_re.reshape(shape), cache.ang_im.reshape(shape)
 
-    def amplitudes(self, p: jnp.ndarray, cache: Cache) -> tuple[jnp.ndarray, jnp.ndarray]:
+    def amplitudes(self, p: jnp.ndarray, cache: EventCache) -> tuple[jnp.ndarray, jnp.ndarray]:
         """Real and imaginary parts of A_s(x), each (n_states, n) (SPIN_STATES order for J/psi -> gamma P P)."""
         require_x64()
         full = self.full_parameters(p)
         c = self._couplings_full(full)
-        if "folded" in cache:
+        if cache.folded:
             # Lineshapes already in the cache: A_s = sum_k c_k G_ks, a (S n x K) by K product.
             a_re, a_im = jnp.real(c), jnp.imag(c)
-            A_re = (jnp.einsum("k,ksn->sn", a_re, cache["ang_re"])
-                    - jnp.einsum("k,ksn->sn", a_im, cache["ang_im"]))
-            A_im = (jnp.einsum("k,ksn->sn", a_re, cache["ang_im"])
-                    + jnp.einsum("k,ksn->sn", a_im, cache["ang_re"]))
+            A_re = (jnp.einsum("k,ksn->sn", a_re, cache.ang_re)
+                    - jnp.einsum("k,ksn->sn", a_im, cache.ang_im))
+            A_im = (jnp.einsum("k,ksn->sn", a_re, cache.ang_im)
+                    + jnp.einsum("k,ksn->sn", a_im, cache.ang_re))
             return A_re, A_im
-        a = c[:, None, None] * self._term_lineshapes(full, cache["masses"])
+        a = c[:, None, None] * self._term_lineshapes(full, cache.masses)
         a_re, a_im = jnp.real(a), jnp.imag(a)
         ang_re, ang_im = self._unfolded(cache)
         # Real arithmetic on the split arrays: no complex copy of the cache per call.
@@ -417,26 +408,26 @@ class Model:
         A_im = (jnp.einsum("kpn,kpsn->sn", a_re, ang_im) + jnp.einsum("kpn,kpsn->sn", a_im, ang_re))
         return A_re, A_im
 
-    def intensity(self, p: jnp.ndarray, cache: Cache) -> jnp.ndarray:
+    def intensity(self, p: jnp.ndarray, cache: EventCache) -> jnp.ndarray:
         """(n,) intensity I(x) = sum_s |A_s(x)|^2 at free parameters p (n_free,)."""
         A_re, A_im = self.amplitudes(p, cache)
         return jnp.sum(A_re**2 + A_im**2, axis=0)
 
-    def term_factors(self, p: jnp.ndarray, cache: Cache) -> jnp.ndarray:
+    def term_factors(self, p: jnp.ndarray, cache: EventCache) -> jnp.ndarray:
         """(n_terms, n_states, n) complex G_ks = sum_perm prod F Ang: A_s = sum_k c_k G_ks."""
-        if "folded" in cache:
-            return cache["ang_re"] + 1j * cache["ang_im"]
+        if cache.folded:
+            return cache.ang_re + 1j * cache.ang_im
         ang_re, ang_im = self._unfolded(cache)
-        L = self._term_lineshapes(self.full_parameters(p), cache["masses"])
+        L = self._term_lineshapes(self.full_parameters(p), cache.masses)
         return jnp.einsum("kpn,kpsn->ksn", L, ang_re + 1j * ang_im)
 
-    def _term_integrals(self, full: jnp.ndarray, cache: Cache) -> jnp.ndarray:
-        if "folded" in cache:
-            G = cache["ang_re"] + 1j * cache["ang_im"]
+    def _term_integrals(self, full: jnp.ndarray, cache: EventCache) -> jnp.ndarray:
+        if cache.folded:
+            G = cache.ang_re + 1j * cache.ang_im
         else:
             ang_re, ang_im = self._unfolded(cache)
-            G = jnp.einsum("kpn,kpsn->ksn", self._term_lineshapes(full, cache["masses"]), ang_re + 1j * ang_im)
-        w = cache["weights"]
+            G = jnp.einsum("kpn,kpsn->ksn", self._term_lineshapes(full, cache.masses), ang_re + 1j * ang_im)
+        w = cache.weights
         return jnp.einsum("ksn,lsn,n->kl", jnp.conj(G), G, w) / jnp.sum(w)
 
     def term_integrals(self, p: jnp.ndarray, cache: Cache) -> jnp.ndarray:
@@ -447,8 +438,9 @@ class Model:
         when the cache has one (fixed lineshapes).
         """
         require_x64()
-        if "norm_re" in cache:
-            return cache["norm_re"] + 1j * cache["norm_im"]
+        M = cache.normalisation_matrix
+        if M is not None:
+            return M
         return self._term_integrals(self.full_parameters(p), cache)
 
     def normalisation(self, p: jnp.ndarray, mc_cache: Cache) -> jnp.ndarray:
@@ -457,20 +449,20 @@ class Model:
         With a stored normalisation matrix this is c^H M c (fast path).
         """
         require_x64()
-        if "norm_re" in mc_cache:
+        M = mc_cache.normalisation_matrix
+        if M is not None:
             c = self.couplings(p)
-            M = mc_cache["norm_re"] + 1j * mc_cache["norm_im"]
             return jnp.real(jnp.conj(c) @ M @ c)
-        v = mc_cache["weights"]
+        v = mc_cache.weights
         return jnp.sum(v * self.intensity(p, mc_cache)) / jnp.sum(v)
 
-    def nll(self, p: jnp.ndarray, data_cache: Cache, mc_cache: Cache) -> jnp.ndarray:
+    def nll(self, p: jnp.ndarray, data_cache: EventCache, mc_cache: Cache) -> jnp.ndarray:
         """Negative log-likelihood of PHYSICS.md section 4 (scalar).
 
         NLL = - sum_i w_i ln I(x_i) + W ln(sum_j v_j I(x_j) / sum_j v_j), W = sum_i w_i,
         with data weights w from ``data_cache`` and MC weights v from ``mc_cache``.
         """
-        w = data_cache["weights"]
+        w = data_cache.weights
         return (-jnp.sum(w * jnp.log(self.intensity(p, data_cache)))
                 + jnp.sum(w) * jnp.log(self.normalisation(p, mc_cache)))
 

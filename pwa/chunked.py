@@ -25,7 +25,7 @@ even building the matrix in one piece does not fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -34,31 +34,34 @@ import numpy as np
 from fastsim.events import Events
 
 from .amplitude import Model
-from .sharding import PER_SAMPLE_KEYS, n_events, pad_cache
+from .caches import EventCache
+from .sharding import n_events, pad_cache
 
-#: One chunk's host arrays.
-HostChunk = dict[str, np.ndarray]
+#: One chunk: an event cache of host (numpy) arrays, without a normalisation matrix.
+HostChunk = EventCache
 
 
-def split_cache(cache: Mapping[str, object], chunk_size: int) -> list[HostChunk]:
-    """Equal-size host chunks of a cache; per-sample keys (``norm_*``) are dropped.
+def split_cache(cache: EventCache, chunk_size: int) -> list[HostChunk]:
+    """Equal-size host chunks of a cache; the stored matrix (``norm_*``) is dropped.
 
     Args:
         cache: a cache from :meth:`Model.precompute`.
         chunk_size: events per chunk; the last chunk is padded with zero weights.
 
     Returns:
-        list of dicts of numpy arrays, event axis last, each of length chunk_size.
+        list of event caches of numpy arrays, event axis last, each of length chunk_size.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    stripped = {k: v for k, v in cache.items() if k not in ("norm_re", "norm_im")}
-    host = pad_cache(stripped, chunk_size)
+    if not isinstance(cache, EventCache):
+        raise TypeError(f"chunks need per-event arrays (an EventCache), got a {type(cache).__name__}")
+    host = pad_cache(dataclasses.replace(cache, norm_re=None, norm_im=None), chunk_size)
     n = n_events(host)
     chunks = []
     for start in range(0, n, chunk_size):
-        chunks.append({k: (a if k in PER_SAMPLE_KEYS else np.ascontiguousarray(a[..., start:start + chunk_size]))
-                       for k, a in host.items()})
+        part = slice(start, start + chunk_size)
+        chunks.append(dataclasses.replace(host, **{k: np.ascontiguousarray(getattr(host, k)[..., part])
+                                                   for k in host.EVENT_FIELDS}))
     return chunks
 
 
@@ -109,14 +112,14 @@ class ChunkedNLL:
         self.data_chunks = data_chunks
         self.mc_chunks = mc_chunks
         self.device = device or jax.devices()[0]
-        self.sum_data_weights = float(sum(c["weights"].sum() for c in data_chunks))
-        self.sum_mc_weights = float(sum(c["weights"].sum() for c in mc_chunks))
+        self.sum_data_weights = float(sum(c.weights.sum() for c in data_chunks))
+        self.sum_mc_weights = float(sum(c.weights.sum() for c in mc_chunks))
 
         def data_sum(p, chunk):  # L_chunk = sum_i w_i ln I_i
-            return jnp.sum(chunk["weights"] * jnp.log(model.intensity(p, chunk)))
+            return jnp.sum(chunk.weights * jnp.log(model.intensity(p, chunk)))
 
         def mc_sum(p, chunk):  # S_chunk = sum_j v_j I_j
-            return jnp.sum(chunk["weights"] * model.intensity(p, chunk))
+            return jnp.sum(chunk.weights * model.intensity(p, chunk))
 
         def vgh(f):
             g = jax.grad(f)
@@ -131,7 +134,7 @@ class ChunkedNLL:
                     2: jit(vgh(mc_sum))}
 
     @classmethod
-    def from_caches(cls, model: Model, data_cache: Mapping[str, object], mc_cache: Mapping[str, object],
+    def from_caches(cls, model: Model, data_cache: EventCache, mc_cache: EventCache,
                     chunk_size: int, *, data_chunk_size: int | None = None,
                     device: jax.Device | None = None, compiler_options: dict | None = None) -> "ChunkedNLL":
         """Split existing caches (data chunks default to the whole data sample)."""

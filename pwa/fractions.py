@@ -29,6 +29,7 @@ from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace, Reaction
 from fastsim.events.nbody import NBodyPhaseSpace
 
 from .amplitude import Model, require_x64
+from .caches import Cache, NormalisationCache
 
 DEFAULT_N_MC = 1_000_000
 DEFAULT_CHUNK = 100_000
@@ -125,7 +126,7 @@ def _moments(model: Model):
     def moments(p, cache):
         c = model.couplings(p)
         G = model.term_factors(p, cache)  # (K, S, n)
-        w = cache["weights"]
+        w = cache.weights
         a = jnp.sum(jnp.abs(jnp.einsum("rk,ksn->rsn", jnp.where(jnp.asarray(P), c[None, :], 0.0), G)) ** 2,
                     axis=1)  # (n_res, n)
         b = jnp.sum(jnp.abs(jnp.einsum("k,ksn->sn", c, G)) ** 2, axis=0)
@@ -179,7 +180,7 @@ FLOATING_GEN_EVENTS = 200_000
 
 
 def generator_cache(model: Model, *, quadrature_panels: int = 120, n_events: int = DEFAULT_GEN_EVENTS,
-                    seed: int = 0) -> dict:
+                    seed: int = 0) -> Cache:
     """The fraction cache of a fit: generator-level flat phase space of the model's reaction.
 
     J/psi -> gamma P P: the deterministic quadrature (:func:`phase_space_quadrature`).
@@ -195,7 +196,7 @@ def generator_cache(model: Model, *, quadrature_panels: int = 120, n_events: int
                                 normalisation_matrix=fixed)
     if fixed:
         M = phase_space_term_integrals(model, model.initial_values(), n_events, seed=seed)
-        return {"norm_re": jnp.asarray(M.real), "norm_im": jnp.asarray(M.imag), "weights": jnp.ones(1)}
+        return NormalisationCache(norm_re=jnp.asarray(M.real), norm_im=jnp.asarray(M.imag), weights=jnp.ones(1))
     rng = np.random.default_rng(seed)
     return model.precompute(generator_events(model, min(n_events, FLOATING_GEN_EVENTS), rng))
 
@@ -274,7 +275,7 @@ def fit_fractions_quadrature(model: Model, p: np.ndarray | None = None, *,
     p = model.initial_values() if p is None else np.asarray(p, dtype=np.float64)
     cache = model.precompute(phase_space_quadrature(model.reaction, n_panels=n_panels))
     matrix = np.asarray(model.fit_fractions(jnp.asarray(p), cache))
-    return FitFractions(model.resonance_names, matrix, int(cache["weights"].shape[0]), -1)
+    return FitFractions(model.resonance_names, matrix, int(cache.weights.shape[0]), -1)
 
 
 def fit_fractions_mc(model: Model, p: np.ndarray | None = None, n_mc: int = DEFAULT_N_MC, *,

@@ -39,6 +39,7 @@ chains' helicity frames; such reactions are refused with a message.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -315,9 +316,20 @@ class HelicityAmplitude:
         n = momenta.shape[0]
         ang = np.zeros((len(self.terms), len(self.permutations), len(self.spin_states), n), np.complex128)
         for p, per_chain in enumerate(variables):
+            # Components that differ only in their resonances' lineshapes (every f2 of R0) share
+            # their helicity-pair amplitudes: computed once per angular structure and permutation.
+            partials: dict = {}
+            d_cache: dict = {}
             for k, term in enumerate(self.terms):
                 comp = self.components[term.component]
-                ang[k, p] = _component_amplitude(self, comp, term.element, per_chain[comp.chain])
+                key = _structure_key(self, comp)
+                if key not in partials:
+                    partials[key] = _partial_amplitudes(self, comp, per_chain[comp.chain], d_cache)
+                part = partials[key]
+                total = sum(coef * part[pair] for pair, coef in term.element.table if pair in part)
+                barrier = _barrier(comp.vertices[comp.carrier_vertex], term.element, per_chain[comp.chain],
+                                   self.reaction, comp, self)
+                ang[k, p] = total * barrier
         masses = np.stack([variables[p][c][label].m for c, label, p in self.mass_columns]) \
             if self.mass_columns else np.zeros((0, n))
         return ang, masses
@@ -429,12 +441,25 @@ def _c_parity(node: DecayNode, reaction: Reaction, at_node: Mapping[str, Resonan
     return None
 
 
-def _component_amplitude(model: HelicityAmplitude, comp: Component, element: BasisElement,
-                         variables: Mapping) -> np.ndarray:
-    """(n_states, n) amplitude of one component for one basis element of its carrier vertex.
+def _structure_key(model: HelicityAmplitude, comp: Component) -> tuple:
+    """What a component's angular factors depend on: its chain and the J^P at every node."""
+    return (comp.chain, comp.carrier_vertex,
+            tuple((label, model.resonances[i].spin, model.resonances[i].parity) for label, i in comp.resonances))
 
-    Sums over the internal helicities: every inner node's helicity runs over
-    -J..J; the parent's is M, the final-state particles' are given by the state.
+
+def _partial_amplitudes(model: HelicityAmplitude, comp: Component, variables: Mapping,
+                        d_cache: dict) -> dict[tuple[int, int], np.ndarray]:
+    """(n_states, n) amplitude of a component for each helicity pair (lb, lc) of its carrier vertex.
+
+    The carrier vertex's coupling is set to 1 for that pair and 0 for the
+    others; every other vertex has its single coupling. Sums over the
+    internal helicities: every inner node's helicity runs over -J..J; the
+    parent's is M, the final-state particles' are given by the state. A term's
+    factor is then sum over its table of coefficient x partial amplitude.
+
+    Args:
+        d_cache: D-functions already evaluated on these events, keyed by
+            (chain, vertex label, J, lambda_a, delta); shared between components.
     """
     reaction = model.reaction
     spinning = [p for p, s in zip(reaction.prefixes, reaction.spins) if s > 0]
@@ -442,49 +467,49 @@ def _component_amplitude(model: HelicityAmplitude, comp: Component, element: Bas
     inner = [v.node.label for v in vertices[1:]]
     inner_spin = {v.node.label: v.a for v in vertices[1:]}
     n = len(variables[reaction.parent].m)
-    out = np.zeros((len(model.spin_states), n), np.complex128)
-    d_cache: dict = {}
+    out: dict[tuple[int, int], np.ndarray] = {}
 
     def D(vertex: Vertex, la: int, delta: int) -> np.ndarray:
-        key = (vertex.node.label, la, delta)
+        key = (comp.chain, vertex.node.label, vertex.a.spin, la, delta)
         if key not in d_cache:
             var = variables[vertex.node.label]
             d_cache[key] = wigner_D_conj(vertex.a.spin, la, delta, var.phi, var.cos_theta)
         return d_cache[key]
 
-    barrier = _barrier(vertices[comp.carrier_vertex], element, variables, reaction, comp, model)
     ranges = [range(-inner_spin[label].spin, inner_spin[label].spin + 1) for label in inner]
     for s, state in enumerate(model.spin_states):
         hel = {reaction.parent: state[0]}
         hel.update({p: 0 for p in reaction.prefixes})
         hel.update(dict(zip(spinning, state[1:])))
-        total = np.zeros(n, np.complex128)
         for combo in itertools.product(*ranges):
             hel.update(dict(zip(inner, combo)))
             factor = 1.0
             arrays = []
+            pair = None
             for v, vertex in enumerate(vertices):
                 la = hel[vertex.node.label]
                 lb, lc = (hel[d.label] for d in vertex.node.daughters)
                 if abs(lb - lc) > vertex.a.spin or abs(la) > vertex.a.spin:
                     break
                 if v == comp.carrier_vertex:
-                    h = dict(element.table).get((lb, lc), 0.0)
+                    pair = (lb, lc)
                 else:
                     h = _single_coupling(vertex, lb, lc)
-                if h == 0.0:
-                    break
-                factor *= h
+                    if h == 0.0:
+                        break
+                    factor *= h
                 arrays.append(D(vertex, la, lb - lc))
             else:
                 prod = arrays[0] * factor
                 for arr in arrays[1:]:
                     prod = prod * arr
-                total += prod
-        out[s] = total * barrier
+                if pair not in out:
+                    out[pair] = np.zeros((len(model.spin_states), n), np.complex128)
+                out[pair][s] += prod
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _single_coupling(vertex: Vertex, lb: int, lc: int) -> float:
     """H_{lb,lc} of a vertex with one coupling (fixed to 1 at its representative)."""
     (element,) = vertex.basis("helicity")

@@ -1,6 +1,6 @@
 """Fit outputs: ``result.json``, a Markdown report laid out like seed Table 2,
-and projection plots of data against the fit. Every file is written
-atomically."""
+and projection plots of data against the fit (:mod:`pwa.plots`, for any
+reaction). Every file is written atomically."""
 
 from __future__ import annotations
 
@@ -10,22 +10,36 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from fastsim.events import write_text_atomic
+from fastsim.events import Events, write_text_atomic
 
-from .fit import FitProblem, FitResult, Significance
+from .fit_result import FitResult, Significance
+from .problem import FitProblem
 from .optimize import dumps
+from .plots import PlotFile, reaction_title, write_fit_plots
 
 
 def _pm(value: float, error: float, scale: float = 1.0, digits: int = 2) -> str:
     return f"{scale * value:.{digits}f} ± {scale * error:.{digits}f}"
 
 
+def _jp(spin: int | None, parity: int | None, c_parity: int | None = None) -> str:
+    if spin is None:
+        return ""
+    sign = {1: "+", -1: "-"}
+    return f"{spin}{sign.get(parity, '')}{sign.get(c_parity, '')}"
+
+
 def fit_report_markdown(result: FitResult, model, significance: Sequence[Significance] | None = None,
-                        title: str = "Fit result") -> str:
-    """Markdown report: resonance table (as seed Table 2), parameters, interference, fit status."""
+                        title: str = "Fit result", plots: Sequence[PlotFile] = ()) -> str:
+    """Markdown report: resonance table (as seed Table 2), interference, parameters, fit status, plots.
+
+    A resonance without couplings of its own (the phi of psi(2S) -> phi f_J)
+    is listed without a fraction: it is part of every component.
+    """
     sig = {s.resonance: s for s in significance or []}
+    reaction = model.reaction
     lines = [f"# {title}", "",
-             f"Model `{result.model_source}`; {result.n_data} data events (sum of weights "
+             f"Reaction {reaction}; model `{result.model_source}`; {result.n_data} data events (sum of weights "
              f"{result.sum_data_weights:.1f}), {result.n_mc} normalisation MC events.", "",
              f"NLL = {result.nll:.4f} (objective {result.objective:.4f}); "
              f"{'converged' if result.converged else '**not converged**'} with {result.optimizer} "
@@ -35,13 +49,16 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
              f"{'sandwich (weighted data)' if result.sandwich else 'inverse exact Hessian'}.", ""]
     if len(result.minima) > 1:
         lines += ["Distinct minima found (NLL~): " + ", ".join(f"{f:.3f}" for f, _ in result.minima), ""]
-    header = "| Resonance | J^PC | Mass (GeV) | Width (GeV) | F (%) |"
+    # Resonances of parent -> gamma P1 P2 are produced with a photon and decay
+    # into P1 P2: C = + (the first version's J^PC column); elsewhere J^P.
+    radiative = reaction.is_radiative_pair
+    header = f"| Resonance | {'J^PC' if radiative else 'J^P'} | Mass (GeV) | Width (GeV) | F (%) |"
     rule = "|---|---|---|---|---|"
     if sig:
         header += " Significance |"
         rule += "---|"
     lines += [header, rule]
-    for i, r in enumerate(model.card.resonances):
+    for r in model.card.resonances:
         vals = {}
         for key in ("mass", "width"):
             name = f"{r.name}:{key}"
@@ -53,8 +70,13 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
                 vals[key] = "—" if v is None else f"{v:.4f} (fixed)"
         if r.lineshape_type == "Flatte":
             vals["width"] = f"g_ππ = {r.lineshape_parameters.get('g_pipi', float('nan')):.3f} (Flatté)"
-        row = (f"| {r.name} | {r.spin}++ | {vals['mass']} | {vals['width']} | "
-               f"{_pm(result.fractions[i, i], result.fraction_errors[i, i], 100)} |")
+        if r.name in result.resonance_names:
+            i = result.resonance_names.index(r.name)
+            fraction = _pm(result.fractions[i, i], result.fraction_errors[i, i], 100)
+        else:
+            fraction = "— (in every component)"
+        jp = _jp(r.spin, 1, 1) if radiative else _jp(r.spin, r.parity)
+        row = f"| {r.name} | {jp} | {vals['mass']} | {vals['width']} | {fraction} |"
         if sig:
             s = sig.get(r.name)
             row += (f" {s.sigma:.1f}σ (ΔNLL {s.delta_nll:.1f}, {s.n_parameters} par.) |"
@@ -75,23 +97,33 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
         flag = " (at limit)" if result.at_limit.size and result.at_limit[i] else ""
         lines.append(f"| {name} | {result.values[i]:.6g}{flag} | {result.errors[i]:.3g} |")
     lines.append("")
+    if plots:
+        lines += ["## Plots", "",
+                  "Data against the fit (normalisation MC weighted by the fitted intensity, scaled to the "
+                  "data's sum of weights); chi2 is the sum of squared pulls over the non-empty bins.", "",
+                  "| File | Shows | chi2 / bins |", "|---|---|---|"]
+        lines += [f"| [{p.path.name}]({p.path.name}) | {p.what} | {p.chi2:.1f} / {p.n_bins} |" for p in plots]
+        lines.append("")
     return "\n".join(lines)
 
 
 def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProblem, *,
-                      data_hv: np.ndarray, data_weights: np.ndarray, mc_hv: np.ndarray,
-                      significance: Sequence[Significance] | None = None, plots: bool = True,
-                      extra: dict | None = None) -> list[Path]:
+                      data: Events, mc: Events, significance: Sequence[Significance] | None = None,
+                      plots: bool = True, extra: dict | None = None) -> list[Path]:
     """Write result.json, report.md and (optionally) the projection PNGs into out_dir.
 
     Args:
         out_dir: output folder (created).
         result: the fit.
-        problem: its FitProblem (for the fitted intensity on the MC).
-        data_hv: (n_data, 5) helicity variables of the data; data_weights (n_data,).
-        mc_hv: (n_mc, 5) helicity variables of the normalisation MC.
+        problem: its FitProblem on one device (for the fitted intensity on the MC).
+        data: the fitted data events (with their weights).
+        mc: the normalisation MC events of ``problem`` (with their weights).
         significance: optional significance of each resonance.
+        plots: write the plots of :func:`pwa.plots.write_fit_plots`, listed in report.md.
         extra: more keys for result.json (e.g. the MC source).
+
+    Returns:
+        result.json, report.md, then the plots.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,16 +132,16 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
         d["significance"] = {s.resonance: s.to_dict() for s in significance}
     if extra:
         d.update(extra)
-    write_text_atomic(out / "result.json", dumps(d))
-    write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance))
-    paths = [out / "result.json", out / "report.md"]
+    written: list[PlotFile] = []
     if plots:
-        from .plots import plot_projections
-
-        model = problem.model
-        intensity = np.asarray(model.intensity(jnp.asarray(result.values), problem.mc_cache))
-        mc_w = np.asarray(problem.mc_cache["weights"]) * intensity
-        r = model.reaction
-        paths += plot_projections(data_hv, data_weights, mc_hv, mc_w, out,
-                                  m_range=(r.m_min, r.m_max), title=Path(result.model_source).name)
-    return paths
+        intensity = np.asarray(problem.model.intensity(jnp.asarray(result.values), problem.mc_cache))
+        if intensity.shape != (len(mc),):
+            raise ValueError(f"the problem's MC cache holds {intensity.shape[0]} events, the MC {len(mc)}: "
+                             "pass the MC the problem was built from (and the problem on one device)")
+        title = reaction_title(problem.model.reaction)
+        if not result.model_source.startswith("<"):  # a card file, not a dictionary
+            title += f"   ({Path(result.model_source).name})"
+        written = write_fit_plots(data, mc, mc.weight_array * intensity, out, title=title)
+    write_text_atomic(out / "result.json", dumps(d))
+    write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance, plots=written))
+    return [out / "result.json", out / "report.md"] + [p.path for p in written]

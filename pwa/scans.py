@@ -10,7 +10,7 @@ Two ways to run the points:
   is an independent fit started from the same x0 (the card's values unless
   given). Points then do *not* follow one branch: where the objective has
   several minima, neighbouring points may land on different ones. Each
-  worker rebuilds and compiles the problem once (:func:`pwa.fit.worker_problem`).
+  worker rebuilds and compiles the problem once (:func:`pwa.workers.worker_problem`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from fastsim.events import Events
 from .amplitude import Model
 from .card import parse_model_card
 from .errors import FitError
-from .fit import FitConfig, FitProblem, FitResult, PortableProblem, fit, worker_minimizer, worker_problem
+from .fit import fit
+from .fit_result import FitConfig, FitResult
+from .problem import FitProblem, PortableProblem
+from .workers import worker_minimizer, worker_problem
 from .parallel import check_executor, map_tasks
 
 

@@ -1,9 +1,11 @@
 """Data-parallel likelihoods: event caches split across devices.
 
-A cache (:meth:`pwa.amplitude.Model.precompute`) holds per-event arrays with
-the event axis last (``m`` (n,), ``weights`` (n,), ``ang_re``/``ang_im``
-(n_terms, 4, n)) and per-sample arrays (``norm_re``/``norm_im``
-(n_terms, n_terms), the ``folded`` marker). :func:`shard_cache` puts the
+A cache (:mod:`pwa.caches`) holds per-event arrays with the event axis last
+(its ``EVENT_FIELDS``: ``masses`` (n_columns, n), ``weights`` (n,),
+``ang_re``/``ang_im`` (n_terms, n_states, n) of an
+:class:`~pwa.caches.EventCache`) and per-sample arrays (``norm_re``/``norm_im``
+(n_terms, n_terms); every array of a
+:class:`~pwa.caches.NormalisationCache`). :func:`shard_cache` puts the
 per-event arrays on a 1-D device :class:`~jax.sharding.Mesh` with a
 :class:`~jax.sharding.NamedSharding` along the event axis and replicates the
 rest; every jitted function of the cache (``Model.nll``, its gradient and
@@ -25,17 +27,19 @@ devices hold (``jax.make_array_from_callback``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TypeVar
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .caches import Cache
+
 #: Mesh axis name of the event axis.
 EVENT_AXIS = "events"
 
-#: Cache keys without an event axis (replicated on every device).
-PER_SAMPLE_KEYS = frozenset({"norm_re", "norm_im", "folded"})
+C = TypeVar("C", bound=Cache)
 
 
 def event_mesh(devices: Sequence[jax.Device] | int | None = None) -> Mesh:
@@ -54,28 +58,28 @@ def event_mesh(devices: Sequence[jax.Device] | int | None = None) -> Mesh:
     return Mesh(np.asarray(list(devices)), (EVENT_AXIS,))
 
 
-def n_events(cache: Mapping[str, object]) -> int:
+def n_events(cache: Cache) -> int:
     """Number of events of a cache (length of its ``weights``)."""
-    return int(np.shape(cache["weights"])[-1])
+    return int(np.shape(cache.weights)[-1])
 
 
-def pad_cache(cache: Mapping[str, object], multiple: int) -> dict[str, np.ndarray]:
+def pad_cache(cache: C, multiple: int) -> C:
     """Host (numpy) copy of ``cache`` with n padded up to a multiple of ``multiple``.
 
     Padding events repeat the last event with weight 0 (finite intensity,
     no contribution to any weighted sum).
 
     Returns:
-        dict of numpy arrays; event-axis arrays have length ceil(n / multiple) * multiple.
+        the cache of numpy arrays; event-axis arrays have length ceil(n / multiple) * multiple.
     """
     n = n_events(cache)
     if n == 0:
         raise ValueError("cannot pad an empty cache")
     n_pad = -n % multiple
     out: dict[str, np.ndarray] = {}
-    for key, value in cache.items():
+    for key, value in cache.arrays().items():
         a = np.asarray(value)
-        if key in PER_SAMPLE_KEYS or n_pad == 0:
+        if key not in cache.EVENT_FIELDS or n_pad == 0:
             out[key] = a
             continue
         if a.shape[-1] != n:
@@ -86,7 +90,7 @@ def pad_cache(cache: Mapping[str, object], multiple: int) -> dict[str, np.ndarra
         else:
             tail = np.repeat(a[..., -1:], n_pad, axis=-1)
         out[key] = np.concatenate([a, tail], axis=-1)
-    return out
+    return dataclasses.replace(cache, **out)
 
 
 def _put(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -94,7 +98,7 @@ def _put(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
-def shard_cache(cache: Mapping[str, object], mesh: Mesh | None = None) -> dict[str, jax.Array]:
+def shard_cache(cache: C, mesh: Mesh | None = None) -> C:
     """``cache`` padded and placed on ``mesh``, split along the event axis.
 
     Args:
@@ -110,13 +114,13 @@ def shard_cache(cache: Mapping[str, object], mesh: Mesh | None = None) -> dict[s
         raise ValueError(f"expected a 1-D mesh with axis {EVENT_AXIS!r}, got axes {mesh.axis_names}")
     host = pad_cache(cache, mesh.size)
     out = {}
-    for key, a in host.items():
-        if key in PER_SAMPLE_KEYS:
-            spec = PartitionSpec()
-        else:
+    for key, a in host.arrays().items():
+        if key in host.EVENT_FIELDS:
             spec = PartitionSpec(*([None] * (a.ndim - 1)), EVENT_AXIS)
+        else:
+            spec = PartitionSpec()
         out[key] = _put(a, NamedSharding(mesh, spec))
-    return out
+    return dataclasses.replace(host, **out)
 
 
 def shard_problem(problem, mesh: Mesh | None = None, *, caches: Sequence[str] = ("data_cache", "mc_cache",
@@ -124,7 +128,7 @@ def shard_problem(problem, mesh: Mesh | None = None, *, caches: Sequence[str] = 
     """A copy of a FitProblem-like frozen dataclass with its caches sharded.
 
     Args:
-        problem: e.g. a :class:`pwa.fit.FitProblem`; the fields named in
+        problem: e.g. a :class:`pwa.problem.FitProblem`; the fields named in
             ``caches`` are replaced, everything else (event counts, weights
             sum) is kept, so fits, errors and fractions are unchanged.
         mesh: the device mesh (default: all devices).

@@ -370,12 +370,12 @@ def iter_toys(model: Model, n: int, detector: Detector, *, p: np.ndarray | None 
         bound = envelope.bound
     else:
         i_max = margin * estimate_maximum(model, p, seed=int(rng.integers(2**31)))
-    proposed = hit = accepted = 0
     if stats is not None:
-        stats.update(proposal=proposal, i_max=i_max, n_proposed=0, n_hit=0, n_accepted=0)
+        stats.update(proposal=proposal, i_max=i_max)
         if proposal == "mass":
             stats["n_bins"] = envelope.n_bins
-    while accepted < n:
+
+    def draw() -> Events:
         if proposal == "mass":
             hv, b = envelope.propose(chunk_size, rng)
             values = evaluate(hv) * space.unnormalised_m_density(hv[:, 0])
@@ -392,10 +392,22 @@ def iter_toys(model: Model, n: int, detector: Detector, *, p: np.ndarray | None 
                 f"bound {ceiling[j]:.6g} (estimate x margin {margin}, {proposal} proposal); the sample "
                 "would be biased: raise the margin")
         keep = rng.uniform(size=chunk_size) < ratio
-        gen = Events.from_helicity_variables(hv[keep], model.reaction)
+        return Events.from_helicity_variables(hv[keep], model.reaction)
+
+    yield from _accepted(n, chunk_size, draw, detector, rng, stats)
+
+
+def _accepted(n: int, chunk_size: int, draw: Callable[[], Events], detector: Detector, rng: np.random.Generator,
+              stats: dict | None) -> Iterator[Events]:
+    """Chunks of ``draw()``'s kept events through the detector until n are accepted (n in all)."""
+    proposed = hit = accepted = 0
+    if stats is not None:
+        stats.update(n_proposed=0, n_hit=0, n_accepted=0)
+    while accepted < n:
+        gen = draw()
         acc = detector.apply(gen, rng)
         proposed += chunk_size
-        hit += int(keep.sum())
+        hit += len(gen)
         if len(acc) > n - accepted:
             acc = acc.subset(slice(0, n - accepted))
         accepted += len(acc)
@@ -419,10 +431,10 @@ def _iter_phase_space_toys(model: Model, n: int, detector: Detector, p: np.ndarr
     if not np.all(np.isfinite(f_scan)) or f_scan.max() <= 0:
         raise GenerationError("the intensity is zero or not finite over phase space: check the model")
     ceiling = margin * float(f_scan.max())
-    proposed = hit = accepted = 0
     if stats is not None:
-        stats.update(proposal="phase-space", i_max=ceiling, n_proposed=0, n_hit=0, n_accepted=0)
-    while accepted < n:
+        stats.update(proposal="phase-space", i_max=ceiling)
+
+    def draw() -> Events:
         gen = generator_events(model, chunk_size, rng)
         f = evaluate(gen.momenta) * gen.weight_array
         ratio = f / ceiling
@@ -432,15 +444,6 @@ def _iter_phase_space_toys(model: Model, n: int, detector: Detector, p: np.ndarr
                 f"(largest of {n_scan} scanned events x margin {margin}); the sample would be biased: "
                 "raise the margin")
         keep = rng.uniform(size=len(gen)) < ratio
-        acc = detector.apply(Events(gen.momenta[keep], None, model.reaction), rng)
-        proposed += len(gen)
-        hit += int(keep.sum())
-        if len(acc) > n - accepted:
-            acc = acc.subset(slice(0, n - accepted))
-        accepted += len(acc)
-        if stats is not None:
-            stats.update(n_proposed=proposed, n_hit=hit, n_accepted=accepted)
-        if len(acc):
-            yield acc
-        if accepted == 0 and proposed > 1000 * max(n, chunk_size):
-            raise GenerationError("no event is accepted: check the model and the detector card")
+        return Events(gen.momenta[keep], None, model.reaction)
+
+    yield from _accepted(n, chunk_size, draw, detector, rng, stats)

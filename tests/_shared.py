@@ -31,3 +31,33 @@ def flat_events(n: int, seed: int, weighted: bool = False) -> Events:
     rng = np.random.default_rng(seed)
     w = rng.uniform(0.5, 1.5, n) if weighted else None
     return Events.from_helicity_variables(PhaseSpace().sample(n, rng), weights=w)
+
+
+#: The psi(2S) -> K+ K- K+ K- chain of the public model P3 (phi on the first pair).
+PSI2S_CHAIN = "psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"
+
+
+def reference_bw(r: dict) -> dict:
+    """A reference JSON resonance entry as a BW lineshape block."""
+    return {"type": "BW", "mass": r["mass"], "width": r["width"], "radius": r["radius_GeV^-1"]}
+
+
+def p3_card(data_dir) -> dict:
+    """The card of the public model P3 (tests/data/ampform_psi2s_phi_kk.json): phi at one node, f0(1500),
+    f2(1270), f0(1710) at the other, ampform's couplings (the mapping is the identity; keys are
+    "lambda_phi lambda_f" because the chain writes phi first)."""
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(data_dir) / "ampform_psi2s_phi_kk.json").read_text())
+    resonances = [{"name": "phi(1020)", "node": "phi", "lineshape": reference_bw(ref["phi(1020)"])}]
+    for name, r in ref["resonances"].items():
+        couplings = {}
+        for key, c in r["couplings"].items():
+            lf, lp = (int(part.split("=")[1]) for part in key.split(","))
+            couplings[f"{lp:+d} {lf:+d}"] = c["value_mag_phase"]
+        resonances.append({"name": name, "node": "f", "spin": r["J"], "parity": r["P"],
+                           "lineshape": reference_bw(r), "couplings": couplings})
+    return {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
+                         "chains": [PSI2S_CHAIN]},
+            "resonances": resonances, "reference": resonances[1]["name"]}

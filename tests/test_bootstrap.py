@@ -1,5 +1,5 @@
 """Bootstrap bias correction: replica flows (fastsim.training.bootstrap_replicas) and the linear
-combination of normalisation caches (pwa.fit.combine_normalisation_caches)."""
+combination of normalisation caches (pwa.normalisation.combine_normalisation_caches)."""
 
 import jax
 import numpy as np
@@ -10,7 +10,7 @@ from _shared import TWO_STATE_CARD, flat_events, without_floats
 from fastsim.training import TrainConfig, bootstrap_replicas, fit as train_flow
 from pwa import Model
 from pwa.errors import FitError
-from pwa.fit import combine_normalisation_caches, normalisation_cache
+from pwa.normalisation import combine_normalisation_caches, normalisation_cache
 
 jax.config.update("jax_enable_x64", True)
 
@@ -54,8 +54,9 @@ def test_combined_cache_is_the_linear_combination():
     cb, _ = normalisation_cache(model, [flat_events(2000, 2)])
     comb = combine_normalisation_caches([(2.0, ca), (-1.0, cb)])
     for k in ("norm_re", "norm_im"):
-        np.testing.assert_allclose(np.asarray(comb[k]), 2 * np.asarray(ca[k]) - np.asarray(cb[k]), rtol=0, atol=1e-14)
-    assert float(comb["weights"][0]) == float(ca["weights"][0])
+        got, first, second = (np.asarray(getattr(c, k)) for c in (comb, ca, cb))
+        np.testing.assert_allclose(got, 2 * first - second, rtol=0, atol=1e-14)
+    assert float(comb.weights[0]) == float(ca.weights[0])
     # The NLL's normalisation is linear in the matrix: the combination's normalisation is the combination
     x = np.asarray(model.initial_values())
     na_ = float(model.normalisation(x, ca))
@@ -63,7 +64,7 @@ def test_combined_cache_is_the_linear_combination():
     assert float(model.normalisation(x, comb)) == pytest.approx(2 * na_ - nb_, rel=1e-12)
     # a cache combined with itself is itself
     same = combine_normalisation_caches([(0.5, ca), (0.5, ca)])
-    np.testing.assert_allclose(np.asarray(same["norm_re"]), np.asarray(ca["norm_re"]), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(np.asarray(same.norm_re), np.asarray(ca.norm_re), rtol=1e-15, atol=0)
 
 
 def test_combination_rejects_bad_input():
@@ -74,4 +75,4 @@ def test_combination_rejects_bad_input():
     with pytest.raises(FitError, match="no normalisation caches"):
         combine_normalisation_caches([])
     with pytest.raises(FitError, match="normalisation-matrix caches"):
-        combine_normalisation_caches([(1.0, {"weights": np.ones(1)})])
+        combine_normalisation_caches([(1.0, model.precompute(flat_events(500, 1)))])  # per-event, no matrix

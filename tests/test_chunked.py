@@ -40,9 +40,9 @@ def _check(got, ref):
 def test_split_cache_pads_with_zero_weights(setup):
     mc = setup[4]
     chunks = split_cache(mc, MC_CHUNK)
-    assert len(chunks) == 5 and all(c["ang_re"].shape[-1] == MC_CHUNK for c in chunks)
-    assert np.count_nonzero(chunks[-1]["weights"]) == 200
-    np.testing.assert_allclose(sum(c["weights"].sum() for c in chunks), np.asarray(mc["weights"]).sum())
+    assert len(chunks) == 5 and all(c.ang_re.shape[-1] == MC_CHUNK for c in chunks)
+    assert np.count_nonzero(chunks[-1].weights) == 200
+    np.testing.assert_allclose(sum(c.weights.sum() for c in chunks), np.asarray(mc.weights).sum())
 
 
 def test_chunked_value_gradient_hessian_equal_one_shot(setup):

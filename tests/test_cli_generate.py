@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -43,6 +45,50 @@ def test_generate_bad_input_is_one_line_error(tmp_path, args, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_generate_for_a_model_card_writes_its_final_state(tmp_path):
+    """D0 -> K- pi+ pi0 from its card: the card's columns, readable with the card's reaction."""
+    from pwa.card import load_model_card
+
+    card = Path(__file__).resolve().parents[1] / "models" / "d0_kpipi0.yaml"
+    out = tmp_path / "d0.parquet"
+    res = runner.invoke(app, ["generate", "--model", str(card), "--n", "3000", "--out", str(out),
+                              "--seed", "4", "--chunk-size", "5000"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 3000 events of D0 -> K- pi+ pi0" in res.output
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).column_names == [f"{p}_{c}" for p in ("Km", "pip", "pi0")
+                                               for c in ("E", "px", "py", "pz")]
+    reaction = load_model_card(card).reaction.to_reaction()
+    ev = read_events(out, reaction)
+    assert len(ev) == 3000 and ev.momenta.shape == (3000, 3, 4)
+    # The same events as the library call with the same seed.
+    from fastsim.events import Detector, conventional_mc, load_detector_card
+
+    ref = conventional_mc(3000, Detector(load_detector_card("default")), reaction=reaction, seed=4,
+                          chunk_size=5000)
+    np.testing.assert_allclose(ev.momenta, ref.momenta, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("card_text, message", [
+    (None, "no such model card"),
+    ("reaction:\n  parent: D0\n  final_state: {Km: K-, pip: pi+, pi0: pi0}\n"
+     "  chains: [D0 -> Kst pip; Kst -> Km pi0x]\nresonances: []\nreference: x\n",
+     "field reaction: chain"),
+])
+def test_generate_bad_model_card_is_one_line_error(tmp_path, card_text, message):
+    card = tmp_path / "card.yaml"
+    if card_text is not None:
+        card.write_text(card_text)
+    out = tmp_path / "x.npz"
+    res = runner.invoke(app, ["generate", "--model", str(card), "--n", "10", "--out", str(out)])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert text.startswith("error: ") and str(card) in text and message in text
+    assert "Traceback" not in res.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("module", ["cli.fastsim_app", "cli.pwa_app"])
 def test_help_imports_no_heavy_framework(module):
     """`--help` must stay instant: neither torch nor JAX may be imported for it."""
@@ -51,3 +97,15 @@ def test_help_imports_no_heavy_framework(module):
             "heavy=[k for k in ('torch','jax') if k in sys.modules]\nprint('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_generate_with_a_detector_that_accepts_nothing_stops_with_one_line(tmp_path):
+    card = Path(__file__).resolve().parents[1] / "models" / "d0_kpipi0.yaml"
+    dead = tmp_path / "dead.yaml"
+    dead.write_text("charged: {pt_min: 5.0}\n")
+    out = tmp_path / "x.npz"
+    res = runner.invoke(app, ["generate", "--model", str(card), "--detector", str(dead), "--n", "100",
+                              "--out", str(out), "--chunk-size", "250000"])
+    assert res.exit_code == 2
+    assert f"error: {dead}: 0 of 1000000 generated" in " ".join(res.output.split())
+    assert "Traceback" not in res.output and not out.exists()

@@ -131,7 +131,7 @@ def test_folded_flow_samples_are_symmetric_seeded_and_follow_the_density():
 @pytest.fixture(scope="module")
 def detector_mc() -> np.ndarray:
     det = Detector(load_detector_card("default"))
-    return Events.concatenate(list(iter_conventional_mc(100_000, det, seed=11))).helicity_variables
+    return Events.concatenate(list(iter_conventional_mc(100_000, det, reaction=JPSI_GAMMA_KK, seed=11))).helicity_variables
 
 
 def test_symmetry_test_passes_the_toy_detector_and_fails_an_asymmetric_one(detector_mc):

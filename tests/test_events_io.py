@@ -136,7 +136,24 @@ def test_total_momentum_check_can_be_disabled(tmp_path, events):
 
 
 def test_detector_level_events_pass_validation(tmp_path):
-    from fastsim.events import conventional_mc, load_detector_card
+    from fastsim.events import JPSI_GAMMA_KK, conventional_mc, load_detector_card
 
-    ev = conventional_mc(2000, Detector(load_detector_card("default")), seed=1)
+    ev = conventional_mc(2000, Detector(load_detector_card("default")), reaction=JPSI_GAMMA_KK, seed=1)
     assert len(read_events(write_events(tmp_path / "mc.parquet", ev))) == 2000
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_four_body_detector_level_round_trip(tmp_path, fmt):
+    """psi(2S) -> K+ K- K+ K-: four particles' columns, written and read back unchanged."""
+    from fastsim.events import Reaction, conventional_mc, load_detector_card
+
+    reaction = Reaction.from_final_state({"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"}, "psi(2S)",
+                                         chains=["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"])
+    ev = conventional_mc(1000, Detector(load_detector_card("default")), reaction=reaction, seed=2,
+                         chunk_size=2000)
+    path = write_events(tmp_path / f"mc{fmt}", ev)
+    back = read_events(path, reaction)
+    np.testing.assert_array_equal(back.momenta, ev.momenta)
+    assert set(events_to_columns(back)) == set(reaction.columns)
+    with pytest.raises(EventFileError, match="missing column"):
+        read_events(path)  # not a J/psi -> gamma K+ K- file

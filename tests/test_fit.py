@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastsim.events import Detector, Events, conventional_mc, load_detector_card
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card, JPSI_GAMMA_KK
 from pwa.amplitude import Model
 from pwa.errors import FitError
-from pwa.fit import FitConfig, FitProblem, fit, significance_from_delta_nll, significances
+from pwa.fit import fit, significance_from_delta_nll, significances
+from pwa.fit_result import FitConfig
+from pwa.problem import FitProblem
 from pwa.toys import iter_toys
 
 SMALL = {
@@ -39,7 +41,7 @@ def model():
 @pytest.fixture(scope="module")
 def samples(model, detector):
     data = Events.concatenate(list(iter_toys(model, 4000, detector, seed=11)))
-    mc = conventional_mc(40_000, detector, seed=12)
+    mc = conventional_mc(40_000, detector, reaction=JPSI_GAMMA_KK, seed=12)
     return data, mc
 
 
@@ -151,7 +153,7 @@ def test_lasso_removes_an_absent_resonance(detector):
     card["resonances"][1] = {**card["resonances"][1], "float": []}
     full = Model.from_card(card)
     data = Events.concatenate(list(iter_toys(truth, 3000, detector, seed=21)))
-    mc = conventional_mc(30_000, detector, seed=22)
+    mc = conventional_mc(30_000, detector, reaction=JPSI_GAMMA_KK, seed=22)
     plain = fit(full, data, mc, FitConfig(quadrature_panels=60))
     lasso = fit(full, data, mc, FitConfig(lasso=20.0, quadrature_panels=60), x0=plain.values)
     f_plain, _ = plain.fraction("f0(1710)")
@@ -214,7 +216,7 @@ def test_bad_inputs_give_fit_errors(model, samples):
 
 
 def test_chunked_normalisation_cache_equals_one_shot(fixed_model, samples):
-    from pwa.fit import normalisation_cache
+    from pwa.normalisation import normalisation_cache
 
     fixed = fixed_model
     _, mc = samples
@@ -223,14 +225,14 @@ def test_chunked_normalisation_cache_equals_one_shot(fixed_model, samples):
     one = fixed.precompute(mc, normalisation_matrix=True)
     chunked, n = normalisation_cache(fixed, (mc.subset(slice(i, i + 7000)) for i in range(0, len(mc), 7000)))
     assert n == len(mc)
-    np.testing.assert_allclose(chunked["norm_re"], one["norm_re"], rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(chunked["norm_im"], one["norm_im"], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(chunked.norm_re, one.norm_re, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(chunked.norm_im, one.norm_im, rtol=1e-10, atol=1e-14)
     p = jnp.asarray(fixed.initial_values())
     np.testing.assert_allclose(fixed.normalisation(p, chunked), fixed.normalisation(p, one), rtol=1e-12)
 
 
 def test_random_starts_are_finite_distinct_and_inside_bounds(model):
-    from pwa.fit import random_starts
+    from pwa.starts import random_starts
 
     starts = random_starts(model, model.initial_values(), 5, seed=1)
     assert len(starts) == 5

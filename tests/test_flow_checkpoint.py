@@ -18,7 +18,7 @@ TINY = {"n_layers": 3, "hidden": 8, "n_blocks": 1, "n_bins": 4}
 
 @pytest.fixture(scope="module")
 def mc_events():
-    return conventional_mc(3000, Detector(load_detector_card("default")), seed=11, chunk_size=5000)
+    return conventional_mc(3000, Detector(load_detector_card("default")), reaction=JPSI_GAMMA_KK, seed=11, chunk_size=5000)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_cli_train_sample_validate(mc_events, tmp_path):
     mc = tmp_path / "mc.parquet"
     write_events(mc, mc_events)
     ref = tmp_path / "ref.parquet"
-    write_events(ref, conventional_mc(1500, Detector(load_detector_card("default")), seed=12, chunk_size=5000))
+    write_events(ref, conventional_mc(1500, Detector(load_detector_card("default")), reaction=JPSI_GAMMA_KK, seed=12, chunk_size=5000))
     model = tmp_path / "m.pt"
     runner = CliRunner()
     hp = [a for k, v in TINY.items() for a in ("--hp", f"{k}={v}")]

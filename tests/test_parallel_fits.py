@@ -12,9 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from fastsim.events import Detector, Events, conventional_mc, load_detector_card
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card, JPSI_GAMMA_KK
 from pwa.amplitude import Model
-from pwa.fit import FitConfig, FitProblem, fit, worker_minimizer, worker_problem
+from pwa.fit import fit
+from pwa.fit_result import FitConfig
+from pwa.problem import FitProblem
+from pwa.workers import worker_minimizer, worker_problem
 from pwa.scans import lasso_scan, scan_fraction
 from pwa.toys import iter_toys
 
@@ -30,7 +33,7 @@ def model(small_card):
 def samples(model):
     det = Detector(load_detector_card("default"))
     data = Events.concatenate(list(iter_toys(model, 2000, det, seed=21)))
-    return data, conventional_mc(15_000, det, seed=22)
+    return data, conventional_mc(15_000, det, reaction=JPSI_GAMMA_KK, seed=22)
 
 
 @pytest.fixture(scope="module")

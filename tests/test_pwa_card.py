@@ -26,12 +26,23 @@ def write(tmp_path, card):
     return path
 
 
-@pytest.mark.parametrize("name", ["r0.yaml", "r0_plus4.yaml"])
-def test_shipped_cards_load(name):
+@pytest.mark.parametrize("name, reaction, n_res", [
+    ("r0.yaml", "psi(2S) -> K+ K- K+ K-", 6), ("r0_plus4.yaml", "psi(2S) -> K+ K- K+ K-", 10),
+    ("jpsi_gamma_kk.yaml", "J/psi -> gamma K+ K-", 6), ("jpsi_gamma_kk_plus4.yaml", "J/psi -> gamma K+ K-", 10),
+    ("d0_kpipi0.yaml", "D0 -> K- pi+ pi0", 3), ("jpsi_gamma_pi0pi0.yaml", "J/psi -> gamma pi0 pi0", 3),
+])
+def test_shipped_cards_load(name, reaction, n_res):
     model = Model.from_card(load_model_card(Path("models") / name))
-    assert model.card.reference == "f0(980)"
-    assert len(model.resonance_names) == (6 if name == "r0.yaml" else 10)
+    assert str(model.reaction) == reaction
+    assert len(model.resonance_names) == n_res
     assert all(p.endswith((".mag", ".phase")) for p in model.parameter_names)
+    assert Model.from_card(model.card_at(model.initial_values())).parameter_names == model.parameter_names
+
+
+def test_every_shipped_card_is_tested():
+    tested = {"r0.yaml", "r0_plus4.yaml", "jpsi_gamma_kk.yaml", "jpsi_gamma_kk_plus4.yaml", "d0_kpipi0.yaml",
+              "jpsi_gamma_pi0pi0.yaml"}
+    assert {p.name for p in Path("models").glob("*.yaml")} == tested
 
 
 def test_parameters_and_bounds(tmp_path):

@@ -12,7 +12,7 @@ runner = CliRunner()
 
 
 def test_fractions_json():
-    res = runner.invoke(app, ["fractions", "--model", "models/r0.yaml", "--n-mc", "20000", "--json"])
+    res = runner.invoke(app, ["fractions", "--model", "models/jpsi_gamma_kk.yaml", "--n-mc", "20000", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert set(out["fractions"]) == {"f0(980)", "f2(2340)", "f2'(1525)", "f0(1710)", "f2(1270)", "f2(2150)"}
@@ -23,7 +23,7 @@ def test_fractions_json():
 
 def test_generate_writes_events(tmp_path):
     out = tmp_path / "toy.npz"
-    res = runner.invoke(app, ["generate", "--model", "models/r0.yaml", "--n", "300", "--out", str(out),
+    res = runner.invoke(app, ["generate", "--model", "models/jpsi_gamma_kk.yaml", "--n", "300", "--out", str(out),
                               "--detector", "none", "--seed", "4", "--chunk-size", "20000"])
     assert res.exit_code == 0, res.output
     assert "throughput" in res.stdout

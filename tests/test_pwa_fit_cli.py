@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.pwa_app import app
-from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_events
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_events, JPSI_GAMMA_KK
 from pwa.amplitude import Model
 from pwa.toys import iter_toys
 
@@ -24,7 +24,7 @@ def files(tmp_path_factory, small_card):
     det = Detector(load_detector_card("default"))
     model = Model.from_card(raw)
     write_events(tmp / "data.parquet", Events.concatenate(list(iter_toys(model, 1500, det, seed=3))))
-    write_events(tmp / "mc.parquet", conventional_mc(15_000, det, seed=4))
+    write_events(tmp / "mc.parquet", conventional_mc(15_000, det, reaction=JPSI_GAMMA_KK, seed=4))
     return tmp, card
 
 
@@ -43,8 +43,9 @@ def test_fit_writes_result_report_and_plots(files):
     assert np.isfinite(d["fractions"]["f2'(1525)"]["error"])
     report = (out / "report.md").read_text()
     assert "| f2'(1525) | 2++ |" in report and "| SF |" in report
-    for stem in ("m", "cos_theta_X", "cos_theta_1", "phi_1"):
+    for stem in ("m", "cos_theta_X", "cos_theta_1", "phi_1", "dalitz"):
         assert (out / f"fit_{stem}.png").stat().st_size > 1000
+        assert f"(fit_{stem}.png)" in report
 
 
 

@@ -21,12 +21,10 @@ from fastsim.events.nbody import NBodyPhaseSpace
 from pwa import FitConfig, Model, fit
 from pwa.toys import iter_toys
 
+from _shared import p3_card
+
 DATA = Path(__file__).parent / "data"
 CONFIG = FitConfig(gen_events=300_000, starts=1)
-
-
-def _bw(r):
-    return {"type": "BW", "mass": r["mass"], "width": r["width"], "radius": r["radius_GeV^-1"]}
 
 
 def _events(z, prefix, keys, reaction, weights=None):
@@ -54,18 +52,7 @@ def _check(result, truth: dict[str, float], truth_err: dict[str, float]) -> None
 def test_public_psi2s_toy_fractions_recovered():
     z = dict(np.load(DATA / "toy_psi2s_phi_kk.npz"))
     info = json.loads((DATA / "toy_psi2s_phi_kk.json").read_text())
-    ref = json.loads((DATA / "ampform_psi2s_phi_kk.json").read_text())
-    resonances = [{"name": "phi(1020)", "node": "phi", "lineshape": _bw(ref["phi(1020)"])}]
-    for name, r in ref["resonances"].items():
-        couplings = {}
-        for key, c in r["couplings"].items():
-            lf, lp = (int(part.split("=")[1]) for part in key.split(","))
-            couplings[f"{lp:+d} {lf:+d}"] = c["value_mag_phase"]
-        resonances.append({"name": name, "node": "f", "spin": r["J"], "parity": r["P"], "lineshape": _bw(r),
-                           "couplings": couplings})
-    card = {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
-                         "chains": ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]},
-            "resonances": resonances, "reference": "f(0)(1500)"}
+    card = p3_card(DATA)
     model = _start_far(Model.from_card(card))
     keys = ("kp1", "km1", "kp2", "km2")
     data = _events(z, "p_", keys, model.reaction)
@@ -100,3 +87,27 @@ def test_own_toys_recovered(card, n_data, n_mc):
     delta[phase] = np.angle(np.exp(1j * delta[phase]))
     pulls = delta / result.errors
     assert np.all(np.abs(pulls) < 4.0), dict(zip(truth.parameter_names, np.round(pulls, 2)))
+
+
+def test_seed_reaction_r0_recovered():
+    """models/r0.yaml (psi(2S) -> phi f_J -> K+ K- K+ K-, 46 free parameters): toys at generator level,
+    fitted with importance-weighted phase-space MC from a start 0.3 rad and 20 % away from the truth."""
+    from pwa.fractions import generator_events
+
+    truth = Model.from_card("models/r0.yaml")
+    data = Events.concatenate(list(iter_toys(truth, 3000, Detector(None), seed=21)))
+    mc = generator_events(truth, 100_000, np.random.default_rng(22))
+    x0 = truth.initial_values().copy()
+    phase = np.array([n.endswith(".phase") for n in truth.parameter_names])
+    x0[phase] += 0.3
+    x0[~phase] *= 1.2
+    result = fit(truth, data, mc, CONFIG, x0=x0)
+    assert result.converged
+    delta = result.values - truth.initial_values()
+    delta[phase] = np.angle(np.exp(1j * delta[phase]))
+    pulls = delta / result.errors
+    assert np.all(np.abs(pulls) < 4.5), dict(zip(truth.parameter_names, np.round(pulls, 2)))
+    true_fractions = np.diag(np.asarray(truth.fit_fractions(truth.initial_values(),
+                                                             Model.precompute(truth, mc))))
+    fpull = (np.diag(result.fractions) - true_fractions) / np.diag(result.fraction_errors)
+    assert np.all(np.abs(fpull) < 4.0), dict(zip(truth.resonance_names, np.round(fpull, 2)))

@@ -21,32 +21,21 @@ import pytest
 from fastsim.events import Events
 from pwa import Model
 
+from _shared import p3_card, reference_bw
+
 DATA = Path(__file__).parent / "data"
-PSI2S_CHAIN = "psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"
 
 
 def _load(name):
     return dict(np.load(DATA / f"ampform_{name}.npz")), json.loads((DATA / f"ampform_{name}.json").read_text())
 
 
-def _bw(r):
-    return {"type": "BW", "mass": r["mass"], "width": r["width"], "radius": r["radius_GeV^-1"]}
 
 
 @pytest.fixture(scope="module")
 def psi2s():
-    z, info = _load("psi2s_phi_kk")
-    resonances = [{"name": "phi(1020)", "node": "phi", "lineshape": _bw(info["phi(1020)"])}]
-    for name, r in info["resonances"].items():
-        couplings = {}
-        for key, c in r["couplings"].items():
-            lf, lp = (int(part.split("=")[1]) for part in key.split(","))
-            couplings[f"{lp:+d} {lf:+d}"] = c["value_mag_phase"]  # the chain writes phi first
-        resonances.append({"name": name, "node": "f", "spin": r["J"], "parity": r["P"],
-                           "lineshape": _bw(r), "couplings": couplings})
-    card = {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
-                         "chains": [PSI2S_CHAIN]},
-            "resonances": resonances, "reference": resonances[1]["name"]}
+    z, _ = _load("psi2s_phi_kk")
+    card = p3_card(DATA)
     model = Model.from_card(card)
     events = Events(np.stack([z[k] for k in ("p_kp1", "p_km1", "p_kp2", "p_km2")], axis=1), reaction=model.reaction)
     return model, events, z
@@ -59,7 +48,7 @@ def d0():
               "K*(892)~0": ("Kst0", "D0 -> Kst0 pi0; Kst0 -> Km pip"),
               "rho(770)+": ("rho", "D0 -> rho Km; rho -> pip pi0")}
     resonances = [{"name": name, "node": chains[name][0], "spin": r["J"], "parity": r["P"],
-                   "lineshape": _bw(r), "couplings": {"0 0": r["couplings"]["0"]["value_mag_phase"]}}
+                   "lineshape": reference_bw(r), "couplings": {"0 0": r["couplings"]["0"]["value_mag_phase"]}}
                   for name, r in info["resonances"].items()]
     card = {"reaction": {"parent": "D0", "final_state": {"Km": "K-", "pip": "pi+", "pi0": "pi0"},
                          "chains": [c for _, c in chains.values()]},
@@ -73,9 +62,9 @@ def _per_term(model, events):
     """(terms, perms, states, n) amplitudes with lineshapes, and their permutation sum."""
     cache = model.precompute(events, fold_lineshapes=False)
     p = jnp.asarray(model.initial_values())
-    L = np.asarray(model._term_lineshapes(model.full_parameters(p), cache["masses"]))
+    L = np.asarray(model._term_lineshapes(model.full_parameters(p), cache.masses))
     K, P = L.shape[:2]
-    ang = (np.asarray(cache["ang_re"]) + 1j * np.asarray(cache["ang_im"])).reshape(K, P, -1, len(events))
+    ang = (np.asarray(cache.ang_re) + 1j * np.asarray(cache.ang_im)).reshape(K, P, -1, len(events))
     per_perm = L[:, :, None, :] * ang
     return per_perm, per_perm.sum(axis=1)
 
@@ -118,7 +107,7 @@ def test_psi2s_unsymmetrised_total_and_the_test_can_fail(psi2s):
     wrong[1] *= -1
     other = np.sum(np.abs(np.einsum("k,kpsn->sn", wrong, per_perm)) ** 2, axis=0)
     assert not _close(other, z["intensity_total"], rel=1e-2)
-    assert cache["masses"].shape == (2 * 4, len(events))  # phi and f masses for each of four pairings
+    assert cache.masses.shape == (2 * 4, len(events))  # phi and f masses for each of four pairings
 
 
 def test_d0_amplitudes_components_and_total(d0):

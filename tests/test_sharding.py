@@ -14,6 +14,7 @@ import pytest
 from _shared import FAST, TWO_STATE_CARD, flat_events, without_floats
 
 from pwa.amplitude import Model
+from pwa.caches import EventCache
 from pwa.sharding import EVENT_AXIS, event_mesh, pad_cache, shard_cache, shard_problem
 
 CARD = TWO_STATE_CARD
@@ -54,9 +55,9 @@ def folded():
 def test_pad_cache_keeps_weighted_sums(folded):
     model, data, mc, p, _, _ = folded
     padded = pad_cache(data, 4)
-    assert padded["ang_re"].shape[-1] == 1004 and padded["weights"][-3:].tolist() == [0, 0, 0]
-    np.testing.assert_array_equal(padded["ang_re"][..., -1], padded["ang_re"][..., N_DATA - 1])
-    assert pad_cache(mc, 1)["weights"].shape == (N_MC,)
+    assert padded.ang_re.shape[-1] == 1004 and padded.weights[-3:].tolist() == [0, 0, 0]
+    np.testing.assert_array_equal(padded.ang_re[..., -1], padded.ang_re[..., N_DATA - 1])
+    assert pad_cache(mc, 1).weights.shape == (N_MC,)
 
 
 @pytest.mark.parametrize("n_devices", [1, 2, 4])
@@ -64,9 +65,9 @@ def test_sharded_nll_gradient_hessian_match_single_device(folded, n_devices):
     model, data, mc, p, fn, ref = folded
     mesh = event_mesh(n_devices)
     sdata, smc = shard_cache(data, mesh), shard_cache(mc, mesh)
-    assert sdata["ang_re"].sharding.spec[-1] == EVENT_AXIS
-    assert len(smc["weights"].sharding.device_set) == n_devices
-    assert smc["weights"].shape[0] % n_devices == 0
+    assert sdata.ang_re.sharding.spec[-1] == EVENT_AXIS
+    assert len(smc.weights.sharding.device_set) == n_devices
+    assert smc.weights.shape[0] % n_devices == 0
     _close(fn(p, sdata, smc), ref)
 
 
@@ -86,7 +87,7 @@ def test_sharded_floating_lineshapes_and_normalisation_matrix():
     data = fixed.precompute(flat_events(N_DATA, 3))
     mc = fixed.precompute(flat_events(N_MC, 4), normalisation_matrix=True)
     smc = shard_cache(mc, mesh)
-    assert smc["norm_re"].sharding.is_fully_replicated
+    assert smc.norm_re.sharding.is_fully_replicated
     q = jnp.asarray(fixed.initial_values())
     fn = _vgh(fixed, hessian=False)
     _close(fn(q, shard_cache(data, mesh), smc), fn(q, data, mc))
@@ -95,12 +96,12 @@ def test_sharded_floating_lineshapes_and_normalisation_matrix():
 def test_shard_problem_replaces_only_caches(folded):
     @dataclasses.dataclass(frozen=True)
     class Problem:
-        data_cache: dict
-        mc_cache: dict
+        data_cache: EventCache
+        mc_cache: EventCache
         n_data: int
 
     model, data, mc, p, fn, ref = folded
     prob = shard_problem(Problem(data, mc, N_DATA), event_mesh(4), caches=("data_cache", "mc_cache"))
     assert prob.n_data == N_DATA
-    assert prob.mc_cache["weights"].shape == (4004,)
+    assert prob.mc_cache.weights.shape == (4004,)
     _close(fn(p, prob.data_cache, prob.mc_cache), ref)

@@ -3,7 +3,7 @@
 The option measured: data and MC angular arrays rounded to float32 (half the
 bytes per event), every arithmetic operation still in float64 (JAX promotes
 float32 * float64 to float64). A full-float32 arithmetic mode is not
-measured here. R0 (models/r0.yaml), fixed lineshapes, toy data through the
+measured here. R0 (models/jpsi_gamma_kk.yaml), fixed lineshapes, toy data through the
 default toy detector, conventional MC; both fits start at the card values.
 
 Usage: nice python experiments/bench/bench_float32.py [--n-data 20000 --n-mc 200000]
@@ -13,6 +13,7 @@ Writes experiments/results/bench_float32.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fastsim.events import JPSI_GAMMA_KK
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,24 +38,27 @@ def main() -> int:
     jax.config.update("jax_enable_x64", True)
     from fastsim.events import Detector, Events, conventional_mc, load_detector_card
     from pwa.amplitude import Model
+    from pwa.caches import NormalisationCache
     from pwa.optimize import Minimizer
     from pwa.toys import iter_toys
 
-    model = Model.from_card(ROOT / "models" / "r0.yaml")
+    model = Model.from_card(ROOT / "models" / "jpsi_gamma_kk.yaml")
     det = Detector(load_detector_card("default"))
     data_ev = Events.concatenate(list(iter_toys(model, args.n_data, det, seed=21)))
-    mc_ev = conventional_mc(args.n_mc, det, seed=22)
+    mc_ev = conventional_mc(args.n_mc, det, reaction=JPSI_GAMMA_KK, seed=22)
     data = model.precompute(data_ev)
     mc = model.precompute(mc_ev, normalisation_matrix=True)
 
     def to32(cache):
-        return {k: (v.astype(jnp.float32) if k in ("ang_re", "ang_im") else v) for k, v in cache.items()}
+        return dataclasses.replace(cache, ang_re=cache.ang_re.astype(jnp.float32),
+                                   ang_im=cache.ang_im.astype(jnp.float32))
 
     mc_f32 = model.precompute(mc_ev, fold_lineshapes=True)
     M = jax.jit(model.term_integrals)(jnp.asarray(model.initial_values()), to32(mc_f32))
-    mc32 = {"norm_re": jnp.real(M), "norm_im": jnp.imag(M)}
+    mc32 = NormalisationCache(norm_re=jnp.real(M), norm_im=jnp.imag(M),
+                              weights=jnp.sum(mc_f32.weights, keepdims=True))
     del mc_f32
-    out = {"model": "models/r0.yaml", "n_data": len(data_ev), "n_mc": len(mc_ev),
+    out = {"model": "models/jpsi_gamma_kk.yaml", "n_data": len(data_ev), "n_mc": len(mc_ev),
            "loadavg_at_start": os.getloadavg(), "fits": {}}
     x0 = model.initial_values()
     res = {}

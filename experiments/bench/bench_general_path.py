@@ -35,14 +35,15 @@ def main() -> int:
 
     def intensity_sum(p, cache):
         full = model.full_parameters(p)
-        a = model._couplings_full(full)[:, None] * model._term_lineshapes(full, cache["m"])  # (K, n)
-        a_re, a_im = jnp.real(a)[:, None, :], jnp.imag(a)[:, None, :]
-        A_re = jnp.sum(a_re * cache["ang_re"] - a_im * cache["ang_im"], axis=0)
-        A_im = jnp.sum(a_re * cache["ang_im"] + a_im * cache["ang_re"], axis=0)
+        L = model._term_lineshapes(full, cache.masses)  # (K, P, n)
+        a = (model._couplings_full(full)[:, None, None] * L).reshape(-1, 1, L.shape[-1])  # (K P, 1, n)
+        a_re, a_im = jnp.real(a), jnp.imag(a)
+        A_re = jnp.sum(a_re * cache.ang_re - a_im * cache.ang_im, axis=0)  # (S, n)
+        A_im = jnp.sum(a_re * cache.ang_im + a_im * cache.ang_re, axis=0)
         return jnp.sum(A_re**2 + A_im**2, axis=0)
 
     def nll_alt(p, d, m):
-        w, v = d["weights"], m["weights"]
+        w, v = d.weights, m.weights
         return (-jnp.sum(w * jnp.log(intensity_sum(p, d)))
                 + jnp.sum(w) * jnp.log(jnp.sum(v * intensity_sum(p, m)) / jnp.sum(v)))
 

@@ -9,7 +9,7 @@ Cases
 * ``floating``: the R0_LIKE set of bench_vs_tensorwaves.py with every mass
   and width free (38 parameters); data and MC evaluated per event from the
   cached angular arrays. Bytes moved per call = cache bytes of data + MC
-  (m, weights, ang_re, ang_im: (2 * 4 * n_terms + 2) * 8 bytes per event);
+  (masses, weights, ang_re, ang_im: (2 * 4 * n_terms + 2) * 8 bytes per event);
   a gradient needs at least two passes over them (forward and reverse).
 * ``fixed``: the same with masses and widths fixed: lineshapes folded into the
   data cache, normalisation c^H M c from the stored matrix (MC size drops out).
@@ -76,7 +76,8 @@ def flat_events(n, seed):
 
 
 def cache_bytes(cache) -> int:
-    return int(sum(np.asarray(v).nbytes for k, v in cache.items() if k not in ("norm_re", "norm_im", "folded")))
+    """Bytes of a cache's per-event arrays (what one pass over the events reads)."""
+    return int(sum(np.asarray(getattr(cache, k)).nbytes for k in cache.EVENT_FIELDS))
 
 
 def main() -> int:
@@ -95,6 +96,7 @@ def main() -> int:
 
     jax.config.update("jax_enable_x64", True)
     from pwa.amplitude import Model
+    from pwa.normalisation import normalisation_cache
     from stream import triad_bandwidth
 
     dev = jax.devices()[0]
@@ -154,14 +156,7 @@ def main() -> int:
         t = time.perf_counter()
         data = model.precompute(flat_events(16_000, 3))
         # normalisation matrix accumulated over MC chunks (weighted means combined by weight)
-        M_re = M_im = 0.0
-        W = 0.0
-        for k in range(8):
-            part = model.precompute(flat_events(50_000, 100 + k), normalisation_matrix=True)
-            w = float(jnp.sum(part["weights"]))
-            M_re, M_im, W = M_re + w * np.asarray(part["norm_re"]), M_im + w * np.asarray(part["norm_im"]), W + w
-            del part
-        mc = {"norm_re": jnp.asarray(M_re / W), "norm_im": jnp.asarray(M_im / W)}
+        mc, _ = normalisation_cache(model, (flat_events(50_000, 100 + k) for k in range(8)))
         pre = time.perf_counter() - t
         p = jnp.asarray(model.initial_values())
         vg = jax.jit(jax.value_and_grad(model.nll))

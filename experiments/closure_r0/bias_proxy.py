@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 from cli.closure import ClosureSettings, _seed, flow_chunks  # noqa: E402
 
 CACHE = Path("/tmp/closure_proxy")
-SETTINGS = ClosureSettings(model=str(ROOT / "models" / "r0.yaml"), seed=2026)
+SETTINGS = ClosureSettings(model=str(ROOT / "models" / "jpsi_gamma_kk.yaml"), seed=2026)
 N_FLOW = 500_000
 
 
@@ -78,14 +78,16 @@ def small_mc(det, reaction, sample: int):
 
 
 def _problem(model, data_cache, mc_cache, n_mc, gen_cache, n_data):
-    from pwa.fit import FitProblem
+    from pwa.problem import FitProblem
 
     return FitProblem(model, data_cache, mc_cache, gen_cache, n_data, n_mc, float(n_data), False)
 
 
 def prepare(toy: int = 0) -> None:
     from fastsim.events import Events, iter_conventional_mc
-    from pwa.fit import FitConfig, fit, normalisation_cache
+    from pwa.fit import fit
+    from pwa.fit_result import FitConfig
+    from pwa.normalisation import normalisation_cache
 
     t0 = time.perf_counter()
     model, det = _setup()
@@ -115,7 +117,7 @@ def prepare(toy: int = 0) -> None:
     np.savez(CACHE / "ref.npz", p=res.values, H=H, cov=res.covariance, errors=res.errors,
              fractions=np.diag(res.fractions), fraction_errors=np.diag(res.fraction_errors),
              sf=res.sum_of_fractions, sf_error=res.sum_of_fractions_error,
-             M_re=np.asarray(ref_cache["norm_re"]), M_im=np.asarray(ref_cache["norm_im"]),
+             M_re=np.asarray(ref_cache.norm_re), M_im=np.asarray(ref_cache.norm_im),
              data_hv=data.helicity_variables, ref_hv=ref_hv, converged=res.converged, toy=toy,
              names=np.array(list(model.resonance_names) + ["SF"]))
     cov_h = np.linalg.inv(H)
@@ -162,8 +164,10 @@ class Proxy:
 
     @staticmethod
     def cache_from_matrix(M):
-        return {"norm_re": jnp.asarray(np.real(M)), "norm_im": jnp.asarray(np.imag(M)),
-                "weights": jnp.asarray([1.0])}
+        from pwa.caches import NormalisationCache
+
+        return NormalisationCache(norm_re=jnp.asarray(np.real(M)), norm_im=jnp.asarray(np.imag(M)),
+                                  weights=jnp.asarray([1.0]))
 
     def data_cache(self):
         if self._data_cache is None:
@@ -189,7 +193,8 @@ class Proxy:
         return (np.asarray(self.frac_vec(q)) - np.asarray(self.frac_vec(self.p))) / self.err
 
     def refit(self, mc_cache, n_mc: int) -> np.ndarray:
-        from pwa.fit import FitConfig, fit
+        from pwa.fit import fit
+        from pwa.fit_result import FitConfig
 
         problem = _problem(self.model, self.data_cache(), mc_cache, n_mc, self.gen, self.n_data)
         config = FitConfig(optimizer=SETTINGS.optimizer, quadrature_panels=SETTINGS.quadrature_panels)
@@ -198,7 +203,7 @@ class Proxy:
         return (v - np.concatenate([self.r["fractions"], [float(self.r["sf"])]])) / self.err
 
     def matrix_cache(self, events):
-        from pwa.fit import normalisation_cache
+        from pwa.normalisation import normalisation_cache
 
         return normalisation_cache(self.model, flow_chunks(events))[0]
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastsim.events import JPSI_GAMMA_KK
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +38,7 @@ def resonance_integrals(model, p, events) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(ROOT / "models" / "r0.yaml"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "jpsi_gamma_kk.yaml"))
     ap.add_argument("--flow", default=str(ROOT / "models" / "flow_besiii_like.pt"))
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--samples", type=int, default=6)
@@ -58,7 +60,7 @@ def main() -> None:
     det = Detector(load_detector_card("default"))
     sim = load_simulator(args.flow)
     conv = np.array([resonance_integrals(model, p, Events.concatenate(
-        list(iter_conventional_mc(args.n, det, seed=100 + s)))) for s in range(args.samples)])
+        list(iter_conventional_mc(args.n, det, reaction=JPSI_GAMMA_KK, seed=100 + s)))) for s in range(args.samples)])
     flow = np.array([resonance_integrals(model, p, sim.sample(args.n, seed=200 + s))
                      for s in range(args.samples)])
     out = {"model": args.model, "flow": args.flow, "n_per_sample": args.n, "samples": args.samples,

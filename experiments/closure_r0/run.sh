@@ -26,7 +26,7 @@ LR=${LR:-2e-3}
 WORKERS=${WORKERS:-2}
 BOOTSTRAP=${BOOTSTRAP:-1}
 OUT=${OUT:-experiments/results/closure_r0}
-nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
+nice pwa closure --model models/jpsi_gamma_kk.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
     --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
     --flow-batch-size "$BATCH" --flow-lr "$LR" --flow-bootstrap "$BOOTSTRAP" --workers "$WORKERS" \
     --out "$OUT" --seed 2026

@@ -99,7 +99,7 @@ def train_one(task: tuple) -> dict:
     knots = json.loads((Path(samples_dir) / "knots.json").read_text())
     knots[0] = sorted(set(knots[0]) | set(hp_over.pop("extra_m_knots", [])))
     hyper = {"pre_knots": knots, **hp_over}
-    seed = _seed(ClosureSettings(model="models/r0.yaml", seed=2026), sample, 3)
+    seed = _seed(ClosureSettings(model="models/jpsi_gamma_kk.yaml", seed=2026), sample, 3)
     t = time.perf_counter()
     tr = fit(u, TrainConfig(kind="flow", hyperparameters=hyper, seed=seed, max_minutes=max_minutes, **cfg),
              device=device)

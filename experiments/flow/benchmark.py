@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from fastsim.checkpoint import load_simulator
-from fastsim.events import Detector, Events, iter_conventional_mc, load_detector_card, write_text_atomic
+from fastsim.events import Detector, Events, iter_conventional_mc, load_detector_card, write_text_atomic, JPSI_GAMMA_KK
 
 
 def rate(fn, n: int) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     res: dict = {"n_events": n, "torch_threads": args.threads, "cpu_count": os.cpu_count(),
                  "machine": platform.processor() or platform.machine(), "load_before": os.getloadavg()}
     det = Detector(load_detector_card("default"))
-    res["conventional_mc_per_s"] = rate(lambda: sum(len(c) for c in iter_conventional_mc(n, det, seed=1)), n)
+    res["conventional_mc_per_s"] = rate(lambda: sum(len(c) for c in iter_conventional_mc(n, det, reaction=JPSI_GAMMA_KK, seed=1)), n)
     for name, path in (("flow", args.flow), ("vae", args.vae)):
         if path is None:
             continue

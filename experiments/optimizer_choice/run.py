@@ -22,9 +22,11 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
-from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_text_atomic  # noqa: E402
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_text_atomic, JPSI_GAMMA_KK  # noqa: E402
 from pwa import Model  # noqa: E402
-from pwa.fit import FitConfig, FitProblem, random_starts  # noqa: E402
+from pwa.fit_result import FitConfig  # noqa: E402
+from pwa.problem import FitProblem  # noqa: E402
+from pwa.starts import random_starts  # noqa: E402
 from pwa.optimize import OPTIMIZERS  # noqa: E402
 from pwa.toys import iter_toys  # noqa: E402
 
@@ -41,9 +43,9 @@ def main() -> None:
     ap.add_argument("--optimizers", default="trust-exact,trust-ncg,trust-krylov,Newton-CG,BFGS,L-BFGS-B,minuit")
     args = ap.parse_args()
     opts = [o for o in args.optimizers.split(",") if o in OPTIMIZERS]
-    model = Model.from_card(ROOT / "models" / "r0.yaml")
+    model = Model.from_card(ROOT / "models" / "jpsi_gamma_kk.yaml")
     det = Detector(load_detector_card("default"))
-    mc = conventional_mc(args.n_mc, det, seed=args.seed)
+    mc = conventional_mc(args.n_mc, det, reaction=JPSI_GAMMA_KK, seed=args.seed)
     runs = []
     mz = None
     for toy in range(args.toys):

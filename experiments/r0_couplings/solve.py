@@ -1,4 +1,4 @@
-"""Solve for the couplings of the seed's benchmark model R0 (PHYSICS.md section 5).
+"""Solve the couplings of the stand-in R0 in J/psi -> gamma K+ K- (models/jpsi_gamma_kk.yaml; PHYSICS.md section 5).
 
 The seed gives fit fractions, not couplings. Choices made here (not in the seed):
 
@@ -18,7 +18,7 @@ relative), so the solved fractions carry no MC error; the result is checked
 with the ``pwa fractions`` default (1,000,000 flat MC events, seed 0), whose
 statistical error is about 0.1 % absolute for the two largest fractions.
 
-Writes ``models/r0.yaml`` and ``models/r0_plus4.yaml``; run from the repo root:
+Writes ``models/jpsi_gamma_kk.yaml`` and ``models/jpsi_gamma_kk_plus4.yaml``; run from the repo root:
 
     nice python experiments/r0_couplings/solve.py
 """
@@ -90,16 +90,22 @@ def card_dict(shapes: dict, mags: dict, phases: dict) -> dict:
 
 def solve(shapes: dict, targets: dict, fixed: dict | None = None) -> tuple[dict, dict]:
     """Magnitudes and phases of the resonances in ``targets`` (others kept at ``fixed``)."""
-    fixed = fixed or {}
     names = list(shapes)
-    unit = {n: 1.0 for n in names}
-    zero = {n: 0.0 for n in names}
-    model = Model.from_card(parse_model_card(card_dict(shapes, unit, zero)))
-    M = integrals(model)
+    model = Model.from_card(parse_model_card(card_dict(shapes, dict.fromkeys(names, 1.0), dict.fromkeys(names, 0.0))))
+    return solve_overall(model, integrals(model), names, targets, fixed or {}, REFERENCE, START_PHASE)
+
+
+def solve_overall(model: Model, M: np.ndarray, names: list[str], targets: dict, fixed: dict, reference: str,
+                  start_phase: float) -> tuple[dict, dict]:
+    """Overall magnitude and phase per resonance so that the fractions hit ``targets`` (%).
+
+    ``model`` is the card with every overall factor 1 (its couplings give the
+    helicity pattern u_k), ``M`` its per-term integrals; c_k = s_R e^{i phi_R} u_k.
+    Shared with ``solve_psi2s.py``.
+    """
     term_res = np.array([i for i, _ in model.terms])
-    # c_k = s_R e^{i phi_R} u_k with the helicity pattern u_k from the unit card.
     u = np.asarray(model.couplings(model.initial_values()))
-    free = [n for n in targets if n != REFERENCE]
+    free = [n for n in targets if n != reference]
 
     def unpack(x):
         mags = {n: fixed.get(n, (1.0, 0.0))[0] for n in names}
@@ -122,9 +128,9 @@ def solve(shapes: dict, targets: dict, fixed: dict | None = None) -> tuple[dict,
 
     diag = {n: np.real(sum(M[k, k] * abs(u[k]) ** 2 for k in range(len(u)) if term_res[k] == i))
             for i, n in enumerate(names)}
-    ref_scale = fixed.get(REFERENCE, (1.0, 0.0))[0] ** 2 * diag[REFERENCE] / targets.get(REFERENCE, 1.0)
+    ref_scale = fixed.get(reference, (1.0, 0.0))[0] ** 2 * diag[reference] / targets.get(reference, 1.0)
     x0 = np.concatenate([[0.5 * np.log(targets[n] * ref_scale / diag[n]) for n in free],
-                         [START_PHASE] * len(free)])
+                         [start_phase] * len(free)])
     sol = least_squares(residuals, x0, xtol=1e-14, ftol=1e-14, gtol=1e-14)
     print(f"least squares: cost {sol.cost:.3e}, residuals (%) {np.round(sol.fun, 5)}", file=sys.stderr)
     return unpack(sol.x)
@@ -155,11 +161,11 @@ helicity phases +1.2 and -0.6 rad relative to c0; overall phases solved from a
 start of {START_PHASE} rad. Couplings: lambda_R: [magnitude, phase (rad)].
 f0(980): Flatte (PHYSICS.md section 5), g_pipi = 0.107 GeV^2, g_KK = 4.21 g_pipi.
 """
-    write_card(ROOT / "models" / "r0.yaml", r0, f"""
-Benchmark model R0 of the seed (Table 1; PHYSICS.md section 5).
+    write_card(ROOT / "models" / "jpsi_gamma_kk.yaml", r0, f"""
+The first version's stand-in R0 in J/psi -> gamma K+ K- (seed Table 1 fractions; PHYSICS.md section 5).
 {common}
 Fractions (%): quadrature, flat MC ({N_CHECK} events, seed {SEED_CHECK}, i.e.
-pwa fractions --model models/r0.yaml), seed Table 1:
+pwa fractions --model models/jpsi_gamma_kk.yaml), seed Table 1:
 {table}
   SF         {100 * exact.sum_of_fractions:7.3f}  {100 * check.sum_of_fractions:7.3f}   115.0
 """)
@@ -172,10 +178,10 @@ pwa fractions --model models/r0.yaml), seed Table 1:
     raw4 = card_dict(shapes4, m4, p4)
     check4 = fit_fractions_quadrature(Model.from_card(parse_model_card(raw4)))
     table4 = "\n".join(f"  {n:10s} {100 * f:7.3f}" for n, f in check4.fractions.items())
-    write_card(ROOT / "models" / "r0_plus4.yaml", raw4, f"""
+    write_card(ROOT / "models" / "jpsi_gamma_kk_plus4.yaml", raw4, f"""
 R0 plus the four spurious states of seed Table 4 (f2(2010), f0(1500),
 f0(1370), f2(1640); their fitted masses and widths in that table). The six R0
-states keep the couplings of models/r0.yaml; each spurious state has the
+states keep the couplings of models/jpsi_gamma_kk.yaml; each spurious state has the
 helicity pattern below, overall phase 0 and an overall magnitude that gives it
 a small fit fraction ({100 * SPURIOUS_FRACTION:g} % of the R0 total intensity; the
 fractions below include the larger total), so the card

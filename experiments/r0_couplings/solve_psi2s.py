@@ -26,7 +26,7 @@ Unknowns: an overall magnitude and phase for each of the five other
 resonances (10 numbers); equations: the six fractions of Table 1. The system
 is underdetermined; ``least_squares`` starts from the Table-1 magnitudes with
 all overall phases at 0.5 rad. The per-term integrals M come from
-``N_SOLVE`` generator-level events (flat phase space with the phi proposal of
+``N_SOLVE`` generator-level events (``N_SOLVE_PLUS4`` for r0_plus4) (flat phase space with the phi proposal of
 ``pwa.fractions``, weighted), so the solved fractions carry that sample's MC
 error; they are then checked on an independent sample, the ``pwa fractions``
 default (1,000,000 events, seed 0).
@@ -48,7 +48,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
-from scipy.optimize import least_squares  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from solve import solve_overall  # noqa: E402  (the least-squares core of the J/psi -> gamma K K solver)
 
 from pwa import Model, fit_fractions_mc, parse_model_card  # noqa: E402
 from pwa.fractions import phase_space_term_integrals  # noqa: E402
@@ -78,7 +80,8 @@ PATTERN = {
 }
 REFERENCE = "f0(980)"
 START_PHASE = 0.5
-N_SOLVE, SEED_SOLVE = 4_000_000, 7
+N_SOLVE, SEED_SOLVE = 16_000_000, 7
+N_SOLVE_PLUS4 = 4_000_000
 N_CHECK, SEED_CHECK = 1_000_000, 0
 REACTION = {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
             "chains": ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]}
@@ -96,38 +99,13 @@ def card_dict(shapes: dict, mags: dict, phases: dict) -> dict:
             "reference": REFERENCE}
 
 
-def solve(shapes: dict, targets: dict, fixed: dict | None = None) -> tuple[dict, dict]:
+def solve(shapes: dict, targets: dict, fixed: dict | None = None, n_events: int = N_SOLVE) -> tuple[dict, dict]:
     """Magnitudes and phases of the resonances in ``targets`` (others kept at ``fixed``)."""
-    fixed = fixed or {}
     names = list(shapes)
     model = Model.from_card(parse_model_card(card_dict(shapes, dict.fromkeys(names, 1.0), dict.fromkeys(names, 0.0))))
-    print(f"per-term integrals from {N_SOLVE} events ...", file=sys.stderr)
-    M = phase_space_term_integrals(model, model.initial_values(), N_SOLVE, seed=SEED_SOLVE)
-    term_res = np.array([i for i, _ in model.terms])
-    u = np.asarray(model.couplings(model.initial_values()))
-    free = [n for n in targets if n != REFERENCE]
-
-    def unpack(x):
-        mags = {n: fixed.get(n, (1.0, 0.0))[0] for n in names}
-        phases = {n: fixed.get(n, (1.0, 0.0))[1] for n in names}
-        for i, n in enumerate(free):
-            mags[n], phases[n] = np.exp(x[i]), x[len(free) + i]
-        return mags, phases
-
-    def residuals(x):
-        mags, phases = unpack(x)
-        c = np.array([mags[names[r]] * np.exp(1j * phases[names[r]]) for r in term_res]) * u
-        total = np.real(np.conj(c) @ M @ c)
-        return np.array([100 * np.real(np.conj(c * (term_res == names.index(n))) @ M @
-                                       (c * (term_res == names.index(n)))) / total - targets[n] for n in targets])
-
-    diag = {n: np.real(sum(M[k, k] * abs(u[k]) ** 2 for k in range(len(u)) if term_res[k] == i))
-            for i, n in enumerate(names)}
-    ref_scale = fixed.get(REFERENCE, (1.0, 0.0))[0] ** 2 * diag[REFERENCE] / targets.get(REFERENCE, 1.0)
-    x0 = np.concatenate([[0.5 * np.log(targets[n] * ref_scale / diag[n]) for n in free], [START_PHASE] * len(free)])
-    sol = least_squares(residuals, x0, xtol=1e-14, ftol=1e-14, gtol=1e-14)
-    print(f"least squares: cost {sol.cost:.3e}, residuals (%) {np.round(sol.fun, 5)}", file=sys.stderr)
-    return unpack(sol.x)
+    print(f"per-term integrals from {n_events} events ...", file=sys.stderr)
+    M = phase_space_term_integrals(model, model.initial_values(), n_events, seed=SEED_SOLVE)
+    return solve_overall(model, M, names, targets, fixed or {}, REFERENCE, START_PHASE)
 
 
 def write_card(path: Path, raw: dict, comment: str) -> None:
@@ -155,7 +133,7 @@ def main(out: Path = ROOT / "models") -> None:
     targets4 = {n: SPURIOUS_FRACTION for n in SPURIOUS}
     targets4[REFERENCE] = TABLE1[REFERENCE]
     fixed = {n: (mags[n], phases[n]) for n in LINESHAPES}
-    m4, p4 = solve(shapes4, targets4, fixed)
+    m4, p4 = solve(shapes4, targets4, fixed, N_SOLVE_PLUS4)
     write_card(out / "r0_plus4.yaml", card_dict(shapes4, m4, p4),
                "R0 (models/r0.yaml) plus the four spurious states of seed Table 4 (masses and widths\n"
                f"as fitted there), each at {SPURIOUS_FRACTION} % of the intensity on its own at these couplings\n"

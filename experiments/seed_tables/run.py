@@ -1,12 +1,12 @@
 """Reproduce seed Tables 2, 3 and 4 (PHYSICS.md section 5) with our toy data.
 
-* data: 20,000 toy events of models/r0.yaml through the default (BESIII-like)
+* data: 20,000 toy events of models/jpsi_gamma_kk.yaml through the default (BESIII-like)
   detector (``pwa.toys.iter_toys``, mass-envelope proposal);
 * normalisation: 400,000 conventional MC events (flat phase space through the
   same detector, an independent seed);
 * Table 2: R0 fitted with the plain NLL;
 * Table 3: R0 fitted with NLL~, SF_target = 1.20, lambda = 1e-2;
-* Table 4: models/r0_plus4.yaml (R0 + four spurious states) fitted to the
+* Table 4: models/jpsi_gamma_kk_plus4.yaml (R0 + four spurious states) fitted to the
   same data with NLL~, SF_target = 1.15, lambda = 1e2.
 
 Writes experiments/results/seed_table{2,3,4}.md and seed_tables.json
@@ -28,9 +28,11 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_text_atomic  # noqa: E402
+from fastsim.events import Detector, Events, conventional_mc, load_detector_card, write_text_atomic, JPSI_GAMMA_KK  # noqa: E402
 from pwa import Model, fit_fractions_quadrature  # noqa: E402
-from pwa.fit import FitConfig, FitProblem, FitResult, fit  # noqa: E402
+from pwa.fit import fit  # noqa: E402
+from pwa.fit_result import FitConfig, FitResult  # noqa: E402
+from pwa.problem import FitProblem  # noqa: E402
 from pwa.optimize import dumps  # noqa: E402
 from pwa.toys import iter_toys  # noqa: E402
 
@@ -113,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    r0 = Model.from_card(ROOT / "models" / "r0.yaml")
-    r0p4 = Model.from_card(ROOT / "models" / "r0_plus4.yaml")
+    r0 = Model.from_card(ROOT / "models" / "jpsi_gamma_kk.yaml")
+    r0p4 = Model.from_card(ROOT / "models" / "jpsi_gamma_kk_plus4.yaml")
     detector = Detector(load_detector_card("default"))
     truth_card = {n: pct(v) for n, v in fit_fractions_quadrature(r0).fractions.items()}
-    log(f"truth of models/r0.yaml (quadrature): " + ", ".join(f"{n} {v:.3f}" for n, v in truth_card.items()))
+    log(f"truth of models/jpsi_gamma_kk.yaml (quadrature): " + ", ".join(f"{n} {v:.3f}" for n, v in truth_card.items()))
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"toy data: {len(data)} events in {timings['toys_s']:.1f} s")
 
     t = time.perf_counter()
-    mc = conventional_mc(args.n_mc, detector, seed=args.seed + 1000)
+    mc = conventional_mc(args.n_mc, detector, reaction=JPSI_GAMMA_KK, seed=args.seed + 1000)
     timings["mc_s"] = time.perf_counter() - t
     log(f"conventional MC: {len(mc)} events in {timings['mc_s']:.1f} s")
 
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             f"converged={res.converged}, NLL={res.nll:.3f}, SF={pct(res.sum_of_fractions):.2f}")
         print(res, flush=True)
 
-    setup = [f"Toy data: {len(data)} events of models/r0.yaml (seed {args.seed}), default detector; "
+    setup = [f"Toy data: {len(data)} events of models/jpsi_gamma_kk.yaml (seed {args.seed}), default detector; "
              f"normalisation: {len(mc)} conventional MC events (seed {args.seed + 1000}). "
              f"Produced by `experiments/seed_tables/run.py`; one toy, so ours scatter around the truth by "
              "about one error, as the seed's do."]
