@@ -145,7 +145,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                patience=settings.flow_patience,
                                seed=_seed(settings, toy, 3))
     trained = train_flow(coords.to_unit(small.helicity_variables), train_config)
-    sim = FastSimulator(trained["model"], coords)
+    sim = FastSimulator(trained["model"], coords, reaction=reaction)
     timings["flow_training"] = clock() - t
 
     t = clock()
@@ -178,7 +178,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
         t = clock()
         w, reweight_info = dctr_weights(flow.helicity_variables, small.helicity_variables,
                                         seed=_seed(settings, toy, 6), fold=settings.flow_fold)
-        caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction)))
+        caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction=reaction)))
         timings["reweighting"] = clock() - t
     if settings.flow_bootstrap:
         # replicas trained on T events of the flow itself, as the flow was on T conventional events
@@ -187,7 +187,8 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                       seed=_seed(settings, toy, 7) * 1000)
         k = len(replicas)
         replica_caches = [normalisation_cache(model, flow_chunks(
-            FastSimulator(r["model"], coords).sample(settings.n_flow, seed=_seed(settings, toy, 8) * 1000 + i)))[0]
+            FastSimulator(r["model"], coords, reaction=reaction).sample(
+                settings.n_flow, seed=_seed(settings, toy, 8) * 1000 + i)))[0]
             for i, r in enumerate(replicas)]
         caches["flow_bc"] = (combine_normalisation_caches([(2.0, caches["flow"][0])]
                                                           + [(-1.0 / k, c) for c in replica_caches]),
@@ -396,9 +397,14 @@ def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, e
     from pwa.optimize import dumps
     from pwa.parallel import map_tasks
 
+    model = Model.from_card(load_model_card(settings.model))
+    if not model.reaction.is_radiative_pair:
+        from pwa.errors import FitError
+
+        raise FitError(f"{settings.model}: the closure test trains the fast simulator, which models "
+                       f"parent -> gamma P1 P2 only (five helicity variables); the card describes {model.reaction}")
     out_dir = Path(out_dir)
     (out_dir / "toys").mkdir(parents=True, exist_ok=True)
-    model = Model.from_card(load_model_card(settings.model))
     if model.floating_lineshapes:
         from pwa.errors import FitError
 

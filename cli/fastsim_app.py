@@ -148,13 +148,14 @@ def train(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     card = load_detector_card(detector)
-    events = read_events(mc)
-    coords = CoordinateMap.for_reaction(JPSI_GAMMA_KK, fold=fold)
+    reaction = JPSI_GAMMA_KK  # the fast simulator models J/psi -> gamma K+ K- (train takes no --model)
+    events = read_events(mc, reaction)
+    coords = CoordinateMap.for_reaction(reaction, fold=fold)
     fingerprint = dict(file_fingerprint(mc), n_events=len(events))
     resume_state = None
     symmetry = None
     if resume:
-        ck = load_checkpoint(out)
+        ck = load_checkpoint(out, reaction)
         coords = CoordinateMap.from_dict(ck["coordinates"])  # the run's own coordinates
         if ck.get("training") is None:
             raise TrainingError(f"{out}: the checkpoint holds no training state to resume from")
@@ -176,7 +177,7 @@ def train(
         config = TrainConfig(kind=kind, hyperparameters=hyper, epochs=epochs, batch_size=batch_size,
                              learning_rate=lr, patience=patience, max_minutes=max_minutes, seed=seed)
     u = coords.to_unit(events.helicity_variables)
-    metadata = {"coordinates": coords.to_dict(), "reaction": JPSI_GAMMA_KK.to_dict(),
+    metadata = {"coordinates": coords.to_dict(), "reaction": reaction.to_dict(),
                 "detector": None if card is None else card.model_dump(), "detector_spec": detector,
                 "training_file": fingerprint, "versions": package_versions(), "validation": None}
     if symmetry is not None:

@@ -86,7 +86,8 @@ def generate(
 # Fits
 # ---------------------------------------------------------------------------
 
-DEFAULT_FLOW = Path(__file__).resolve().parents[1] / "models" / "flow_besiii_like.pt"
+#: The flow of ``--mc flow`` without ``--flow-model``, named as a shipped file.
+DEFAULT_FLOW = "flow_besiii_like.pt"
 
 
 def _load_fit_inputs(model_path: Path, data_path: Path, mc: str, flow_model: Path | None, n_mc: int,
@@ -114,8 +115,9 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
         return read_events(path, model.reaction), {"mc": str(path)}
     reference = read_events(reweight, model.reaction) if reweight is not None else None
     from fastsim import load_simulator
+    from fastsim.events.resources import shipped
 
-    path = flow_model or DEFAULT_FLOW
+    path = flow_model if flow_model is not None else shipped(DEFAULT_FLOW)
     t0 = time.perf_counter()
     sim = load_simulator(path)
     events = sim.sample(n_mc, seed=seed)
@@ -131,7 +133,7 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
         # a folded flow was trained on MC that passed the symmetry test: classify folded points
         w, rw = dctr_weights(events.helicity_variables, reference.helicity_variables, seed=seed,
                              fold=sim.coords.fold)
-        events = Events(events.momenta, w, events.reaction)
+        events = Events(events.momenta, w, reaction=events.reaction)
         typer.echo(f"DCTR reweighting against {reweight} ({len(reference)} events): effective sample size "
                    f"{rw['effective_sample_size']:.0f} ({100 * rw['ess_fraction']:.1f} % of {len(w)})", err=True)
         info["reweighting"] = {"reference": str(reweight), **rw}

@@ -25,7 +25,7 @@ import os
 import platform
 from pathlib import Path
 
-from fastsim.events import JPSI_GAMMA_KK, Reaction, atomic_path
+from fastsim.events import Reaction, atomic_path
 
 from .coords import CoordinateMap
 from .errors import CheckpointError
@@ -69,13 +69,14 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = JPSI_GAMMA_KK) -> dict:
+def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -> dict:
     """Read and validate a checkpoint.
 
     Args:
         path: the ``.pt`` file.
         reaction: the reaction the caller works with; a checkpoint made for
-            another one is refused. None skips the check.
+            another one is refused. None (the default): no check, the
+            checkpoint's own recorded reaction is used (``data["_reaction"]``).
 
     Raises:
         CheckpointError: missing file, unreadable or truncated file, a torch
@@ -142,13 +143,17 @@ def simulator_from_checkpoint(data: dict, device: str = "cpu", *, state: str = "
         first = str(exc).splitlines()[0][:200]
         raise CheckpointError(f"{path}: stored weights do not fit the {data['kind']} model ({first})") from None
     meta = {k: v for k, v in data.items() if k not in ("model_state", "training") and not k.startswith("_")}
-    sim = FastSimulator(model, data["_coords"], data["_reaction"], meta)
+    sim = FastSimulator(model, data["_coords"], reaction=data["_reaction"], metadata=meta)
     return sim.to(resolve_device(device))
 
 
 def load_simulator(path: str | os.PathLike, device: str = "cpu",
-                   reaction: Reaction | None = JPSI_GAMMA_KK):
-    """Load a trained generator from a checkpoint file (validated)."""
+                   reaction: Reaction | None = None):
+    """Load a trained generator from a checkpoint file (validated).
+
+    The simulator has the reaction recorded in the checkpoint; ``reaction``, if
+    given, is the one the caller works with, and a checkpoint for another is refused.
+    """
     return simulator_from_checkpoint(load_checkpoint(path, reaction), device)
 
 

@@ -56,7 +56,7 @@ from functools import cached_property
 
 import numpy as np
 
-from fastsim.events import HELICITY_VARIABLES, JPSI_GAMMA_KK, Reaction, two_body_momentum
+from fastsim.events import HELICITY_VARIABLES, Reaction, two_body_momentum
 
 #: Index of the periodic coordinates (phi_X, phi_1) in ``HELICITY_VARIABLES``.
 CIRCULAR = (2, 4)
@@ -100,7 +100,7 @@ class CoordinateMap:
             raise ValueError("the phase-space m map needs parent_mass, m1 and m2")
 
     @classmethod
-    def for_reaction(cls, reaction: Reaction = JPSI_GAMMA_KK, m_map: str = "phase_space",
+    def for_reaction(cls, reaction: Reaction, m_map: str = "phase_space",
                      fold: bool = False) -> "CoordinateMap":
         return cls(m_min=reaction.m_min, m_max=reaction.m_max, m_map=m_map,
                    parent_mass=reaction.parent_mass, m1=reaction.m1, m2=reaction.m2, fold=fold)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastsim.events import JPSI_GAMMA_KK, Events, Reaction
+from fastsim.events import Events, Reaction
 
 from .coords import CoordinateMap
 
@@ -70,13 +70,14 @@ class FastSimulator:
 
     Args:
         model: a unit-box model (``SplineFlow`` or ``VAE``).
-        coords: mapping of the helicity variables onto the unit box.
-        reaction: the reaction (masses, column prefixes).
+        coords: mapping of the helicity variables onto the unit box; None:
+            ``CoordinateMap.for_reaction(reaction)``.
+        reaction: the reaction (masses, column prefixes); required, keyword-only.
         metadata: checkpoint metadata (detector card, training file, metrics).
     """
 
-    def __init__(self, model: nn.Module, coords: CoordinateMap | None = None,
-                 reaction: Reaction = JPSI_GAMMA_KK, metadata: dict | None = None) -> None:
+    def __init__(self, model: nn.Module, coords: CoordinateMap | None = None, *,
+                 reaction: Reaction, metadata: dict | None = None) -> None:
         self.model = model.eval()
         self.reaction = reaction
         self.coords = coords or CoordinateMap.for_reaction(reaction)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace, Reaction
+from fastsim.events import Events, PhaseSpace, Reaction
 from fastsim.events.nbody import NBodyPhaseSpace
 
 from .amplitude import Model, require_x64
@@ -70,11 +70,11 @@ def generator_events(model: Model, n: int, rng: np.random.Generator) -> Events:
     proposals = integration_proposals(model)
     if proposals:
         momenta, weights = space.sample_weighted(n, rng, proposals)
-        return Events(momenta, weights, reaction)
-    return Events(space.sample(n, rng), None, reaction)
+        return Events(momenta, weights, reaction=reaction)
+    return Events(space.sample(n, rng), None, reaction=reaction)
 
 
-def phase_space_quadrature(reaction: Reaction = JPSI_GAMMA_KK, *, n_panels: int = 120,
+def phase_space_quadrature(reaction: Reaction, *, n_panels: int = 120,
                            order: int = 8) -> Events:
     """Weighted events whose weighted mean is the flat phase-space average.
 

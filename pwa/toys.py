@@ -28,7 +28,9 @@ I times flat phase space (PHYSICS.md section 1). Two exact proposals:
     Generator-level events of :func:`pwa.fractions.generator_events` (flat
     n-body phase space, with Breit-Wigner proposals and weights w for narrow
     resonances such as the phi of psi(2S) -> phi K+ K-), kept with
-    probability I(x) w(x) / (margin * the largest I w of a scan).
+    probability I(x) w(x) / (margin * the largest I w of a scan); an event
+    above that bound among the first proposals restarts the generation with
+    a raised bound.
 
 Either way an event above its envelope would bias the sample, so
 generation stops with :class:`~pwa.errors.GenerationError` if one appears.
@@ -58,6 +60,9 @@ DEFAULT_CHUNK = 100_000
 DEFAULT_BINS = 400
 PROPOSALS = ("mass", "flat", "phase-space")
 DEFAULT_SCAN = 500_000
+#: Phase-space toys: proposals whose events are held back (see :func:`_iter_phase_space_toys`).
+DEFAULT_HOLD = 2_000_000
+MAX_RESTARTS = 5
 
 
 @lru_cache(maxsize=8)
@@ -101,7 +106,7 @@ def _momentum_intensity(model: Model, p: np.ndarray, block: int = 8192) -> Calla
         padded = np.concatenate([momenta, np.broadcast_to(momenta[:1], (-n % block,) + momenta.shape[1:])])
         out = np.empty(len(padded))
         for start in range(0, len(padded), block):
-            ev = Events(padded[start:start + block], None, model.reaction)
+            ev = Events(padded[start:start + block], None, reaction=model.reaction)
             out[start:start + block] = np.asarray(intensity(pj, model.precompute(ev, fold_lineshapes=False)))
         return out[:n]
 
@@ -419,9 +424,26 @@ def _accepted(n: int, chunk_size: int, draw: Callable[[], Events], detector: Det
             raise GenerationError("no event is accepted: check the model and the detector card")
 
 
+class _AboveBound(Exception):
+    """An event above the accept-reject bound (carries the value)."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(value)
+        self.value = value
+
+
 def _iter_phase_space_toys(model: Model, n: int, detector: Detector, p: np.ndarray, seed: int, margin: float,
-                           chunk_size: int, stats: dict | None, n_scan: int = DEFAULT_SCAN) -> Iterator[Events]:
-    """Accept-reject on generator-level phase-space events of any reaction (module docstring)."""
+                           chunk_size: int, stats: dict | None, n_scan: int = DEFAULT_SCAN,
+                           hold: int = DEFAULT_HOLD) -> Iterator[Events]:
+    """Accept-reject on generator-level phase-space events of any reaction (module docstring).
+
+    The bound is margin x the largest I w of ``n_scan`` scanned events. In
+    eight dimensions with narrow peaks a scan can miss the maximum, so the
+    first ``hold`` proposals' events are held back: an event above the bound
+    there discards them, raises the bound to margin x that event's value and
+    starts again (at most :data:`MAX_RESTARTS` times). Past the hold-back an
+    event above the bound is an error, as in the other proposals.
+    """
     from .fractions import generator_events
 
     rng = np.random.default_rng(seed)
@@ -431,19 +453,36 @@ def _iter_phase_space_toys(model: Model, n: int, detector: Detector, p: np.ndarr
     if not np.all(np.isfinite(f_scan)) or f_scan.max() <= 0:
         raise GenerationError("the intensity is zero or not finite over phase space: check the model")
     ceiling = margin * float(f_scan.max())
-    if stats is not None:
-        stats.update(proposal="phase-space", i_max=ceiling)
 
     def draw() -> Events:
         gen = generator_events(model, chunk_size, rng)
         f = evaluate(gen.momenta) * gen.weight_array
-        ratio = f / ceiling
-        if ratio.max() > 1.0:
-            raise GenerationError(
-                f"an event has intensity x weight {f.max():.6g} above its accept-reject bound {ceiling:.6g} "
-                f"(largest of {n_scan} scanned events x margin {margin}); the sample would be biased: "
-                "raise the margin")
-        keep = rng.uniform(size=len(gen)) < ratio
-        return Events(gen.momenta[keep], None, model.reaction)
+        if f.max() > ceiling:
+            raise _AboveBound(float(f.max()))
+        keep = rng.uniform(size=len(gen)) < f / ceiling
+        return Events(gen.momenta[keep], None, reaction=model.reaction)
 
-    yield from _accepted(n, chunk_size, draw, detector, rng, stats)
+    local: dict = {}
+    for restart in range(MAX_RESTARTS + 1):
+        held: list[Events] = []
+        released = False
+        try:
+            for chunk in _accepted(n, chunk_size, draw, detector, rng, local):
+                if released:
+                    yield chunk
+                    continue
+                held.append(chunk)
+                if local["n_proposed"] >= hold or local["n_accepted"] >= n:
+                    released = True
+                    yield from held
+            break
+        except _AboveBound as exc:
+            if released or restart == MAX_RESTARTS:
+                raise GenerationError(
+                    f"an event has intensity x weight {exc.value:.6g} above its accept-reject bound "
+                    f"{ceiling:.6g} after {local.get('n_proposed', 0)} proposals ({restart} restarts with a "
+                    f"raised bound); the sample would be biased: raise the margin (now {margin})") from None
+            ceiling = margin * exc.value
+        finally:
+            if stats is not None:
+                stats.update(local, proposal="phase-space", i_max=ceiling, restarts=restart)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastsim.events import Events, PhaseSpace
+from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 
 #: Cheap XLA settings for tests that compile many small functions.
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -27,10 +27,10 @@ def without_floats(card: dict) -> dict:
 
 
 def flat_events(n: int, seed: int, weighted: bool = False) -> Events:
-    """n flat phase-space events, optionally with weights uniform in [0.5, 1.5]."""
+    """n flat phase-space events of J/psi -> gamma K+ K-, optionally with weights uniform in [0.5, 1.5]."""
     rng = np.random.default_rng(seed)
     w = rng.uniform(0.5, 1.5, n) if weighted else None
-    return Events.from_helicity_variables(PhaseSpace().sample(n, rng), weights=w)
+    return Events.from_helicity_variables(PhaseSpace(JPSI_GAMMA_KK).sample(n, rng), JPSI_GAMMA_KK, weights=w)
 
 
 #: The psi(2S) -> K+ K- K+ K- chain of the public model P3 (phi on the first pair).

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.fastsim_app import app
-from fastsim.events import read_events
+from fastsim.events import JPSI_GAMMA_KK, read_events
 
 runner = CliRunner()
 
@@ -21,7 +21,7 @@ def test_generate_writes_accepted_events(tmp_path):
     assert res.exit_code == 0, res.output
     assert "wrote 5000 events" in res.output
     assert "acceptance x efficiency" in res.output and "events/s" in res.output
-    assert len(read_events(out)) == 5000
+    assert len(read_events(out, JPSI_GAMMA_KK)) == 5000  # no --model: J/psi -> gamma K+ K-
 
 
 def test_generate_same_seed_same_file(tmp_path):

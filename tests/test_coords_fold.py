@@ -104,7 +104,7 @@ def _folded_sim(scale: float = 0.1) -> FastSimulator:
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
-    return FastSimulator(flow.eval(), FOLDED)
+    return FastSimulator(flow.eval(), FOLDED, reaction=R)
 
 
 def test_folded_flow_density_is_normalised_in_the_physical_variables():

@@ -24,15 +24,15 @@ def test_acceptance_matches_numerical_integration(detector):
     """
     from scipy.stats import qmc
 
-    space = PhaseSpace()
     r = JPSI_GAMMA_KK
+    space = PhaseSpace(r)
     grid = np.linspace(r.m_min, r.m_max, 20001)
     cdf = integrate.cumulative_trapezoid(space.m_density(grid), grid, initial=0.0)
     cdf /= cdf[-1]
     u = qmc.Sobol(5, scramble=True, seed=5).random(2**17)
     hv = np.stack([np.interp(u[:, 0], cdf, grid), 2 * u[:, 1] - 1, np.pi * (2 * u[:, 2] - 1),
                    2 * u[:, 3] - 1, np.pi * (2 * u[:, 4] - 1)], axis=1)
-    integral = detector.efficiency(Events.from_helicity_variables(hv)).mean()
+    integral = detector.efficiency(Events.from_helicity_variables(hv, r)).mean()
 
     stats_: dict = {}
     from fastsim.events import iter_conventional_mc
@@ -50,14 +50,14 @@ def test_efficiency_by_hand(detector):
     """One event per case, built from helicity variables, with known answers."""
     r = JPSI_GAMMA_KK
     # X at rest-ish (m near the top): soft photon below the 25 MeV barrel threshold.
-    soft = Events.from_helicity_variables(np.array([[r.m_max - 0.02, 0.0, 0.0, 0.0, 0.0]]))
+    soft = Events.from_helicity_variables(np.array([[r.m_max - 0.02, 0.0, 0.0, 0.0, 0.0]]), r)
     assert soft.momenta[0, 0, 0] < 0.025
     assert detector.efficiency(soft)[0] == 0.0
     # Photon along the beam (cos theta_X = -1 -> photon at cos = +1): outside every calorimeter.
-    beam = Events.from_helicity_variables(np.array([[1.5, -1.0, 0.0, 0.0, 0.0]]))
+    beam = Events.from_helicity_variables(np.array([[1.5, -1.0, 0.0, 0.0, 0.0]]), r)
     assert detector.efficiency(beam)[0] == 0.0
     # Central event: photon at 90 degrees, kaons at 90 degrees in the X frame.
-    central = Events.from_helicity_variables(np.array([[1.5, 0.0, 0.0, 0.0, np.pi / 2]]))
+    central = Events.from_helicity_variables(np.array([[1.5, 0.0, 0.0, 0.0, np.pi / 2]]), r)
     eff = detector.efficiency(central)[0]
     p = central.momenta[0]
     pts = np.hypot(p[1:, 1], p[1:, 2])
@@ -67,7 +67,7 @@ def test_efficiency_by_hand(detector):
 
 
 def test_resolution_keeps_events_physical_and_has_the_card_width(detector):
-    hv = PhaseSpace().sample(100_000, np.random.default_rng(3))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(100_000, np.random.default_rng(3))
     sm = detector.smear(hv, JPSI_GAMMA_KK, np.random.default_rng(4))
     r = JPSI_GAMMA_KK
     assert np.all((sm[:, 0] > r.m_min) & (sm[:, 0] < r.m_max))
@@ -133,7 +133,7 @@ def _card(**blocks) -> DetectorCard:
 
 
 def _flat(reaction, n, seed):
-    return Events(NBodyPhaseSpace(reaction).sample(n, np.random.default_rng(seed)), None, reaction)
+    return Events(NBodyPhaseSpace(reaction).sample(n, np.random.default_rng(seed)), None, reaction=reaction)
 
 
 def test_rules_by_species(detector):
@@ -161,7 +161,8 @@ def test_shipped_card_equals_the_code_defaults(detector):
 
 def test_jpsi_gamma_kk_efficiency_is_the_first_versions_formula(detector):
     """Bit for bit: tracks in columns 1 and 2, then the photon in column 0, as before."""
-    ev = Events.from_helicity_variables(PhaseSpace().sample(100_000, np.random.default_rng(21)))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(100_000, np.random.default_rng(21))
+    ev = Events.from_helicity_variables(hv, JPSI_GAMMA_KK)
     mom = ev.momenta
     old = np.ones(len(ev))
     for i in (1, 2):

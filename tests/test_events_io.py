@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastsim.events import (Detector, EventFileError, Events, EventWriter, PhaseSpace, read_events,
+from fastsim.events import (JPSI_GAMMA_KK, Detector, EventFileError, Events, EventWriter, PhaseSpace, read_events,
                             write_events)
 from fastsim.events.io import events_to_columns
 
@@ -12,8 +12,8 @@ FORMATS = [".parquet", ".root", ".npz"]
 
 @pytest.fixture(scope="module")
 def events():
-    hv = PhaseSpace().sample(500, np.random.default_rng(11))
-    return Events.from_helicity_variables(hv, weights=np.linspace(0.5, 1.5, 500))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(500, np.random.default_rng(11))
+    return Events.from_helicity_variables(hv, JPSI_GAMMA_KK, weights=np.linspace(0.5, 1.5, 500))
 
 
 def write_columns(path, cols, tree="events"):
@@ -35,7 +35,7 @@ def write_columns(path, cols, tree="events"):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_round_trip(tmp_path, events, fmt):
     path = write_events(tmp_path / f"ev{fmt}", events)
-    back = read_events(path)
+    back = read_events(path, events.reaction)
     np.testing.assert_array_equal(back.momenta, events.momenta)
     np.testing.assert_array_equal(back.weights, events.weights)
     assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
@@ -43,17 +43,17 @@ def test_round_trip(tmp_path, events, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_streamed_writer_equals_one_shot(tmp_path, events, fmt):
-    with EventWriter(tmp_path / f"s{fmt}") as w:
+    with EventWriter(tmp_path / f"s{fmt}", events.reaction) as w:
         for i in range(0, 500, 128):
             w.write(events.subset(slice(i, i + 128)))
-    np.testing.assert_array_equal(read_events(tmp_path / f"s{fmt}").momenta, events.momenta)
+    np.testing.assert_array_equal(read_events(tmp_path / f"s{fmt}", events.reaction).momenta, events.momenta)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_interrupted_write_leaves_no_file(tmp_path, events, fmt):
     target = tmp_path / f"x{fmt}"
     with pytest.raises(KeyboardInterrupt):
-        with EventWriter(target) as w:
+        with EventWriter(target, events.reaction) as w:
             w.write(events)
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
@@ -97,7 +97,7 @@ def test_bad_files(tmp_path, events, fmt, how, pattern):
     path = tmp_path / f"bad{fmt}"
     write_columns(path, corrupt(events, how))
     with pytest.raises(EventFileError, match=pattern) as err:
-        read_events(path)
+        read_events(path, events.reaction)
     assert str(path) in str(err.value)
 
 
@@ -106,19 +106,19 @@ def test_empty_file(tmp_path, events, fmt):
     path = tmp_path / f"empty{fmt}"
     write_columns(path, {k: v[:0] for k, v in events_to_columns(events).items()})
     with pytest.raises(EventFileError, match="holds no events"):
-        read_events(path)
+        read_events(path, events.reaction)
 
 
 def test_missing_file_unknown_format_and_tree(tmp_path, events):
     with pytest.raises(EventFileError, match="no such file"):
-        read_events(tmp_path / "nope.parquet")
+        read_events(tmp_path / "nope.parquet", events.reaction)
     with pytest.raises(EventFileError, match="unknown event-file format '.csv'"):
-        read_events(tmp_path / "x.csv")
+        read_events(tmp_path / "x.csv", events.reaction)
     path = tmp_path / "t.root"
     write_columns(path, events_to_columns(events), tree="ntuple")
     with pytest.raises(EventFileError, match=r"no TTree 'events' in the file; it holds \['ntuple'\]"):
-        read_events(path)
-    assert len(read_events(path, tree="ntuple")) == 500
+        read_events(path, events.reaction)
+    assert len(read_events(path, events.reaction, tree="ntuple")) == 500
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -126,20 +126,20 @@ def test_garbage_file(tmp_path, fmt):
     path = tmp_path / f"garbage{fmt}"
     path.write_bytes(b"not an event file at all" * 10)
     with pytest.raises(EventFileError, match=str(path.name)):
-        read_events(path)
+        read_events(path, JPSI_GAMMA_KK)
 
 
 def test_total_momentum_check_can_be_disabled(tmp_path, events):
     path = tmp_path / "t.npz"
     write_columns(path, corrupt(events, "total"))
-    assert len(read_events(path, check_total_momentum=False)) == 500
+    assert len(read_events(path, events.reaction, check_total_momentum=False)) == 500
 
 
 def test_detector_level_events_pass_validation(tmp_path):
-    from fastsim.events import JPSI_GAMMA_KK, conventional_mc, load_detector_card
+    from fastsim.events import conventional_mc, load_detector_card
 
     ev = conventional_mc(2000, Detector(load_detector_card("default")), reaction=JPSI_GAMMA_KK, seed=1)
-    assert len(read_events(write_events(tmp_path / "mc.parquet", ev))) == 2000
+    assert len(read_events(write_events(tmp_path / "mc.parquet", ev), JPSI_GAMMA_KK)) == 2000
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -156,4 +156,4 @@ def test_four_body_detector_level_round_trip(tmp_path, fmt):
     np.testing.assert_array_equal(back.momenta, ev.momenta)
     assert set(events_to_columns(back)) == set(reaction.columns)
     with pytest.raises(EventFileError, match="missing column"):
-        read_events(path)  # not a J/psi -> gamma K+ K- file
+        read_events(path, JPSI_GAMMA_KK)  # not a J/psi -> gamma K+ K- file

@@ -8,7 +8,7 @@ from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 
 
 def test_m_follows_q_times_p():
-    space = PhaseSpace()
+    space = PhaseSpace(JPSI_GAMMA_KK)
     m = space.sample_m(200_000, np.random.default_rng(7))
     lo, hi = JPSI_GAMMA_KK.m_min, JPSI_GAMMA_KK.m_max
     grid = np.linspace(lo, hi, 4001)
@@ -19,7 +19,7 @@ def test_m_follows_q_times_p():
 
 
 def test_angles_are_flat_and_independent_of_m():
-    hv = PhaseSpace().sample(200_000, np.random.default_rng(8))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(200_000, np.random.default_rng(8))
     for col, (a, b) in zip(range(1, 5), [(-1, 1), (-np.pi, np.pi)] * 2):
         res = stats.kstest(hv[:, col], stats.uniform(loc=a, scale=b - a).cdf)
         assert res.pvalue > 1e-3, (col, res)
@@ -30,7 +30,8 @@ def test_angles_are_flat_and_independent_of_m():
 
 def test_dalitz_plot_is_uniform():
     """Flat three-body phase space is uniform in (m^2(K+K-), m^2(gamma K+))."""
-    ev = Events.from_helicity_variables(PhaseSpace().sample(400_000, np.random.default_rng(9)))
+    ev = Events.from_helicity_variables(PhaseSpace(JPSI_GAMMA_KK).sample(400_000, np.random.default_rng(9)),
+                                     JPSI_GAMMA_KK)
     p = ev.momenta
     s12 = np.einsum("ni,ni->n", p[:, 1] + p[:, 2], (p[:, 1] + p[:, 2]) * [1, -1, -1, -1])
     s01 = np.einsum("ni,ni->n", p[:, 0] + p[:, 1], (p[:, 0] + p[:, 1]) * [1, -1, -1, -1])
@@ -58,6 +59,6 @@ def test_dalitz_plot_is_uniform():
 
 
 def test_same_seed_same_events():
-    a = PhaseSpace().sample(1000, np.random.default_rng(3))
-    b = PhaseSpace().sample(1000, np.random.default_rng(3))
+    a = PhaseSpace(JPSI_GAMMA_KK).sample(1000, np.random.default_rng(3))
+    b = PhaseSpace(JPSI_GAMMA_KK).sample(1000, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)

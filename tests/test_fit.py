@@ -193,7 +193,7 @@ def test_weighted_data_use_the_sandwich_covariance(fixed_model, samples, fixed_r
     model, result = fixed_model, fixed_result
     data, mc = samples
     w = np.where(np.arange(len(data)) % 2 == 0, 1.5, 0.5)
-    weighted = Events(data.momenta, w, data.reaction)
+    weighted = Events(data.momenta, w, reaction=data.reaction)
     res = fit(model, weighted, mc, FitConfig(quadrature_panels=60), x0=result.values)
     assert res.sandwich and res.converged
     assert np.all(np.isfinite(res.errors)) and np.all(res.errors > 0)
@@ -205,8 +205,8 @@ def test_bad_inputs_give_fit_errors(model, samples):
     from fastsim.events import Reaction
 
     data, mc = samples
-    pipi = Events(data.momenta, None, Reaction(particles=("gamma", "pi+", "pi-"),
-                                               prefixes=("gamma", "pip", "pim")))
+    pipi = Events(data.momenta, None, reaction=Reaction(particles=("gamma", "pi+", "pi-"),
+                                                        prefixes=("gamma", "pip", "pim")))
     with pytest.raises(FitError, match="data are gamma pi\\+ pi- events"):
         fit(model, pipi, mc)
     with pytest.raises(FitError, match="unknown optimizer"):
@@ -221,7 +221,7 @@ def test_chunked_normalisation_cache_equals_one_shot(fixed_model, samples):
     fixed = fixed_model
     _, mc = samples
     w = np.linspace(0.5, 1.5, len(mc))
-    mc = Events(mc.momenta, w, mc.reaction)
+    mc = Events(mc.momenta, w, reaction=mc.reaction)
     one = fixed.precompute(mc, normalisation_matrix=True)
     chunked, n = normalisation_cache(fixed, (mc.subset(slice(i, i + 7000)) for i in range(0, len(mc), 7000)))
     assert n == len(mc)

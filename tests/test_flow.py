@@ -137,7 +137,7 @@ def test_flow_density_integrates_to_one_in_physical_variables():
     # A milder perturbation than flow64: the quasi-MC integral of a very peaked
     # density converges slowly (scale 0.3 gives density maxima ~ 500).
     torch.manual_seed(0)
-    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.1))
+    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.1), reaction=JPSI_GAMMA_KK)
     assert _sobol_integral(sim) == pytest.approx(1.0, abs=5e-3)
     # Negative control: dropping the Jacobian of the coordinate map breaks it.
     from scipy.stats import qmc
@@ -151,7 +151,7 @@ def test_flow_density_integrates_to_one_in_physical_variables():
 def test_vae_density_integrates_to_one():
     torch.manual_seed(1)
     vae = perturbed(VAE(**TINY_VAE), 0.1)
-    sim = FastSimulator(vae)
+    sim = FastSimulator(vae, reaction=JPSI_GAMMA_KK)
     # Importance-sampled density estimate: consistent, slightly biased low.
     assert _sobol_integral(sim, 13) == pytest.approx(1.0, abs=0.05)
 
@@ -160,7 +160,7 @@ def test_vae_density_integrates_to_one():
 def test_samples_lie_in_the_physical_region_and_are_seeded(kind, hp):
     torch.manual_seed(0)
     model = perturbed(build_model(kind, hp), 0.5)
-    sim = FastSimulator(model)
+    sim = FastSimulator(model, reaction=JPSI_GAMMA_KK)
     hv = sim.sample_hv(20_000, seed=3, chunk_size=7000)
     assert hv.shape == (20_000, 5)
     assert sim.coords.inside(hv).all()
@@ -177,7 +177,7 @@ def test_samples_lie_in_the_physical_region_and_are_seeded(kind, hp):
 def test_flow_samples_follow_its_density():
     """Samples and log_prob describe the same distribution (1-D marginal of m)."""
     torch.manual_seed(0)
-    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.1))
+    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.1), reaction=JPSI_GAMMA_KK)
     hv = sim.sample_hv(40_000, seed=1)
     # E_p[1 / p] over the unit box is its volume, 1.
     inv_p = np.exp(-(sim.log_prob(hv) - sim.coords.log_det(hv)))
@@ -196,7 +196,7 @@ def test_flow_samples_follow_its_density():
 
 def test_float32_and_float64_densities_agree():
     torch.manual_seed(0)
-    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.3))
+    sim = FastSimulator(perturbed(SplineFlow(**TINY_FLOW), 0.3), reaction=JPSI_GAMMA_KK)
     hv = sim.sample_hv(2000, seed=5)
     d = sim.log_prob(hv, float64=False) - sim.log_prob(hv)
     assert np.abs(d).max() < 1e-3
@@ -292,7 +292,7 @@ def test_pre_transform_is_a_box_bijection_with_its_log_det():
 
 
 def test_flow_with_pre_transform_density_integrates_to_one_and_matches_samples(flow_pre):
-    sim = FastSimulator(flow_pre)
+    sim = FastSimulator(flow_pre, reaction=JPSI_GAMMA_KK)
     assert _sobol_integral(sim) == pytest.approx(1.0, abs=5e-3)
     hv = sim.sample_hv(40_000, seed=1, chunk_size=15_000)
     assert sim.coords.inside(hv).all()

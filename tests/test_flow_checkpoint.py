@@ -124,8 +124,12 @@ def test_bad_checkpoints_give_clear_errors(trained, tmp_path):
     ks = Reaction(particles=("gamma", "K_S0", "K_S0"), prefixes=("gamma", "KS1", "KS2"))
     p = variant("ks", reaction=ks.to_dict(), coordinates=CoordinateMap.for_reaction(ks).to_dict())
     with pytest.raises(CheckpointError, match="trained for J/psi -> gamma K_S0 K_S0"):
-        load_checkpoint(p)
+        load_checkpoint(p, reaction=JPSI_GAMMA_KK)
+    with pytest.raises(CheckpointError, match="trained for J/psi -> gamma K_S0 K_S0"):
+        load_simulator(p, reaction=JPSI_GAMMA_KK)
     assert load_checkpoint(p, reaction=ks)["kind"] == "flow"
+    # no reaction to check against: the checkpoint's own
+    assert load_checkpoint(p)["_reaction"].particles == ks.particles
     p = variant("coords", coordinates={**base["coordinates"], "m_min": 0.5})
     with pytest.raises(CheckpointError, match="coordinate range"):
         load_checkpoint(p)
@@ -161,7 +165,7 @@ def test_cli_train_sample_validate(mc_events, tmp_path):
     assert r.exit_code == 0 and "events/s" in r.output, r.output
     from fastsim.events import read_events
 
-    assert len(read_events(out)) == 5000
+    assert len(read_events(out, JPSI_GAMMA_KK)) == 5000
     r = runner.invoke(app, ["validate", "--model", str(model), "--reference", str(ref),
                             "--out", str(tmp_path / "val")])
     assert r.exit_code == 0, r.output

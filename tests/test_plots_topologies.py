@@ -43,7 +43,7 @@ def _public_toy(name, keys, reaction, mc_prefix, n_data, weights=None):
     z = dict(np.load(DATA / f"toy_{name}.npz"))
     data = Events(np.stack([z[f"p_{k}"][:n_data] for k in keys], axis=1), reaction=reaction)
     mc = Events(np.stack([z[f"{mc_prefix}{k}"] for k in keys], axis=1),
-                None if weights is None else z[weights], reaction)
+                None if weights is None else z[weights], reaction=reaction)
     return data, mc
 
 
@@ -151,8 +151,8 @@ def test_weighted_data_sum_to_their_weights():
     model = Model.from_card(MODELS / "d0_kpipi0.yaml")
     rng = np.random.default_rng(3)
     ps = NBodyPhaseSpace(model.reaction)
-    data = Events(ps.sample(3000, rng), rng.uniform(-0.5, 2.0, 3000), model.reaction)
-    mc = Events(ps.sample(10_000, rng), rng.uniform(0.5, 1.5, 10_000), model.reaction)
+    data = Events(ps.sample(3000, rng), rng.uniform(-0.5, 2.0, 3000), reaction=model.reaction)
+    mc = Events(ps.sample(10_000, rng), rng.uniform(0.5, 1.5, 10_000), reaction=model.reaction)
     projections = reaction_projections(model.reaction)
     for proj, xd, xm in zip(projections, projection_values(projections, data), projection_values(projections, mc)):
         h = projection_histograms(xd, data.weights, xm, mc.weights, 40, proj.lo, proj.hi)

@@ -9,7 +9,7 @@ import pytest
 import sympy
 from sympy.physics.quantum.spin import Rotation
 
-from fastsim.events import Detector, Events, PhaseSpace
+from fastsim.events import JPSI_GAMMA_KK, Detector, Events, PhaseSpace
 from pwa import Model, PrecisionError, load_model_card
 from pwa.fractions import fit_fractions_quadrature, phase_space_quadrature
 from pwa.toys import iter_toys
@@ -32,7 +32,8 @@ MIXED = {
 
 
 def flat_events(n, seed):
-    return Events.from_helicity_variables(PhaseSpace().sample(n, np.random.default_rng(seed)))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(n, np.random.default_rng(seed))
+    return Events.from_helicity_variables(hv, JPSI_GAMMA_KK)
 
 
 # --- independent slow reference: explicit helicity loops, sympy Wigner d -------
@@ -142,7 +143,7 @@ def test_invariance_under_rotation_about_beam_axis(mixed):
     model, data, _ = mixed
     a = 1.234
     R = np.array([[1, 0, 0, 0], [0, np.cos(a), -np.sin(a), 0], [0, np.sin(a), np.cos(a), 0], [0, 0, 0, 1]])
-    rotated = Events(data.momenta @ R.T)
+    rotated = Events(data.momenta @ R.T, reaction=data.reaction)
     p = jnp.asarray(model.initial_values())
     i0 = np.asarray(model.intensity(p, model.precompute(data)))
     i1 = np.asarray(model.intensity(p, model.precompute(rotated)))
@@ -160,7 +161,7 @@ def test_nll_matches_numpy_reference_with_weights(mixed):
     model, data, mc = mixed
     rng = np.random.default_rng(7)
     w, v = rng.uniform(-0.2, 1.5, len(data)), rng.uniform(0.5, 2.0, len(mc))
-    data_w, mc_w = Events(data.momenta, w), Events(mc.momenta, v)
+    data_w, mc_w = Events(data.momenta, w, reaction=data.reaction), Events(mc.momenta, v, reaction=mc.reaction)
     ours = float(jax.jit(model.nll)(jnp.asarray(model.initial_values()),
                                     model.precompute(data_w), model.precompute(mc_w)))
     assert ours == pytest.approx(numpy_nll(model, data_w, mc_w, w, v), rel=1e-12)

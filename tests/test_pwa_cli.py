@@ -6,7 +6,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from cli.pwa_app import app
-from fastsim.events import read_events
+from fastsim.events import JPSI_GAMMA_KK, read_events
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def test_generate_writes_events(tmp_path):
                               "--detector", "none", "--seed", "4", "--chunk-size", "20000"])
     assert res.exit_code == 0, res.output
     assert "throughput" in res.stdout
-    assert len(read_events(out)) == 300
+    assert len(read_events(out, JPSI_GAMMA_KK)) == 300
 
 
 def test_bad_card_is_one_line_error(tmp_path):
@@ -37,3 +37,20 @@ def test_bad_card_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["fractions", "--model", str(card), "--n-mc", "1000"])
     assert res.exit_code == 2
     assert "bad.yaml" in res.output and "spin" in res.output and "Traceback" not in res.output
+
+
+def test_fractions_of_another_reaction_with_mc_errors():
+    res = runner.invoke(app, ["fractions", "--model", "models/d0_kpipi0.yaml", "--n-mc", "20000", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out["fractions"]) == {"rho(770)+", "K*(892)-", "K*(892)~0"}
+    assert all(0 < e < 0.02 for e in out["mc_errors"].values())
+
+
+def test_closure_refuses_a_reaction_the_flow_does_not_model(tmp_path):
+    res = runner.invoke(app, ["closure", "--model", "models/d0_kpipi0.yaml", "--toys", "1", "--n-data", "100",
+                              "--n-train", "1000", "--n-flow", "1000", "--n-reference", "1000",
+                              "--out", str(tmp_path / "closure")])
+    assert res.exit_code != 0
+    assert "models/d0_kpipi0.yaml" in res.output and "D0 -> K- pi+ pi0" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "closure").exists()

@@ -28,7 +28,7 @@ CONFIG = FitConfig(gen_events=300_000, starts=1)
 
 
 def _events(z, prefix, keys, reaction, weights=None):
-    return Events(np.stack([z[f"{prefix}{k}"] for k in keys], axis=1), weights, reaction)
+    return Events(np.stack([z[f"{prefix}{k}"] for k in keys], axis=1), weights, reaction=reaction)
 
 
 def _start_far(model: Model) -> Model:
@@ -79,7 +79,7 @@ def test_public_d0_toy_fractions_recovered():
 def test_own_toys_recovered(card, n_data, n_mc):
     truth = Model.from_card(card)
     data = Events.concatenate(list(iter_toys(truth, n_data, Detector(None), seed=11)))
-    mc = Events(NBodyPhaseSpace(truth.reaction).sample(n_mc, np.random.default_rng(12)), None, truth.reaction)
+    mc = Events(NBodyPhaseSpace(truth.reaction).sample(n_mc, np.random.default_rng(12)), None, reaction=truth.reaction)
     result = fit(_start_far(truth), data, mc, CONFIG)
     assert result.converged
     delta = result.values - truth.initial_values()

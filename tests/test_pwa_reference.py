@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fastsim.events import Events
+from fastsim.events import JPSI_GAMMA_KK, Events
 from pwa import Model
 
 DATA = Path(__file__).parent / "data"
@@ -34,7 +34,7 @@ DATA = Path(__file__).parent / "data"
 def reference():
     z = np.load(DATA / "ampform_jpsi_gamma_kk.npz")
     info = json.loads((DATA / "ampform_jpsi_gamma_kk.json").read_text())
-    events = Events(np.stack([z["p_gamma"], z["p_kp"], z["p_km"]], axis=1))
+    events = Events(np.stack([z["p_gamma"], z["p_kp"], z["p_km"]], axis=1), reaction=JPSI_GAMMA_KK)
     resonances = [
         {"name": name, "spin": r["spin"],
          "lineshape": {"type": "BW", "mass": r["mass"], "width": r["width"], "radius": r["radius"]},
@@ -68,7 +68,7 @@ def test_each_component_to_1e13(reference):
 def test_total_with_coupling_mapping(reference, folded):
     model, cache, z = reference
     if folded:  # lineshapes multiplied into the cache: the fast path of fixed-lineshape fits
-        events = Events(np.stack([z["p_gamma"], z["p_kp"], z["p_km"]], axis=1))
+        events = Events(np.stack([z["p_gamma"], z["p_kp"], z["p_km"]], axis=1), reaction=model.reaction)
         cache = model.precompute(events, fold_lineshapes=True)
         assert cache.folded
     ours = np.asarray(model.intensity(jnp.asarray(model.initial_values()), cache))

@@ -136,3 +136,23 @@ def test_bad_options(model):
         next(iter_toys(model, 10, Detector(None), proposal="vegas"))
     with pytest.raises(ValueError, match="margin"):
         next(iter_toys(model, 10, Detector(None), margin=1.0))
+
+
+def test_phase_space_toys_restart_when_the_scan_misses_the_maximum():
+    """A scan far too small for the bound: events above it among the held-back proposals restart the
+    generation with a raised bound (the sample is then complete and the same for the same seed); past the
+    hold-back such an event is an error."""
+    from fastsim.events import Detector, Events
+    from pwa import GenerationError, Model
+    from pwa.toys import _iter_phase_space_toys
+
+    model = Model.from_card("models/d0_kpipi0.yaml")
+    p = model.initial_values()
+    stats: dict = {}
+    runs = [Events.concatenate(list(_iter_phase_space_toys(model, 2000, Detector(None), p, 3, 1.05, 20_000,
+                                                           stats, n_scan=50, hold=10**9)))
+            for _ in range(2)]
+    assert stats["restarts"] >= 1 and len(runs[0]) == 2000
+    np.testing.assert_array_equal(runs[0].momenta, runs[1].momenta)
+    with pytest.raises(GenerationError, match="above its accept-reject bound"):
+        list(_iter_phase_space_toys(model, 20_000, Detector(None), p, 3, 1.0001, 5_000, None, n_scan=20, hold=0))

@@ -70,9 +70,10 @@ def falls_card(n_res: int = 32) -> dict:
 
 
 def flat_events(n, seed):
-    from fastsim.events import Events, PhaseSpace
+    from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 
-    return Events.from_helicity_variables(PhaseSpace().sample(n, np.random.default_rng(seed)))
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(n, np.random.default_rng(seed))
+    return Events.from_helicity_variables(hv, JPSI_GAMMA_KK)
 
 
 def cache_bytes(cache) -> int:

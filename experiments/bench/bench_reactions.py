@@ -68,7 +68,8 @@ def main() -> int:
     for name in CARDS:
         truth = Model.from_card(ROOT / "models" / name)
         data = Events.concatenate(list(iter_toys(truth, args.n_data, Detector(None), seed=1)))
-        mc = Events(NBodyPhaseSpace(truth.reaction).sample(args.n_mc, np.random.default_rng(2)), None, truth.reaction)
+        mc = Events(NBodyPhaseSpace(truth.reaction).sample(args.n_mc, np.random.default_rng(2)), None,
+                    reaction=truth.reaction)
         for case, model in (("fixed", truth), ("floating", floating(truth))):
             fixed = case == "fixed"
             t0 = time.perf_counter()

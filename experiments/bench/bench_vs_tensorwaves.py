@@ -115,7 +115,7 @@ def main() -> int:
     import jax.numpy as jnp
 
     jax.config.update("jax_enable_x64", True)
-    from fastsim.events import Events
+    from fastsim.events import JPSI_GAMMA_KK, Events
     from pwa.amplitude import Model
     from pwa.optimize import Minimizer
 
@@ -146,7 +146,7 @@ def main() -> int:
     stage("set-up", "tensorwaves datasets (helicity variables)")
     data_tw, mc_tw = rtb.datasets(tw, p_data), rtb.datasets(tw, p_mc)
     stage("set-up", "done")
-    data_ev, mc_ev = Events(p_data), Events(p_mc)
+    data_ev, mc_ev = Events(p_data, reaction=JPSI_GAMMA_KK), Events(p_mc, reaction=JPSI_GAMMA_KK)
 
     # start point exactly as run_tensorwaves_baseline.run_fit draws it
     rng = np.random.default_rng(args.seed + 5)

@@ -53,9 +53,10 @@ R0_COUPLINGS = {
 
 
 def flat_momenta(n: int, seed: int) -> np.ndarray:
-    from fastsim.events import Events, PhaseSpace
+    from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 
-    return Events.from_helicity_variables(PhaseSpace().sample(n, np.random.default_rng(seed))).momenta
+    hv = PhaseSpace(JPSI_GAMMA_KK).sample(n, np.random.default_rng(seed))
+    return Events.from_helicity_variables(hv, JPSI_GAMMA_KK).momenta
 
 
 def datasets(model, p: np.ndarray):

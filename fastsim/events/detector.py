@@ -85,12 +85,12 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from .cards import read_yaml_card
 from .kinematics import polar_cos_and_pt
 from .particles import DecayChain, Reaction, particle_info
+from .resources import shipped
 from .sample import Events
 from .tree import NodeVariables, chain_momenta, chain_variables, momenta_by_label, stack_momenta
 
-#: Folder of the shipped detector cards.
-DETECTOR_DIR = Path(__file__).resolve().parents[2] / "models" / "detector"
-DEFAULT_DETECTOR = DETECTOR_DIR / "besiii_like.yaml"
+#: The default detector card, named as a shipped file (its path: ``shipped(DEFAULT_DETECTOR)``).
+DEFAULT_DETECTOR = "detector/besiii_like.yaml"
 
 #: Redraw rounds of the truncated tree-mass smearing before an event keeps its true masses.
 MAX_MASS_REDRAWS = 1000
@@ -285,7 +285,7 @@ def load_detector_card(spec: str | Path | None) -> DetectorCard | None:
     """Detector card from a path, ``"default"`` or ``"none"`` (generator level -> None)."""
     if spec is None or str(spec).lower() == "none":
         return None
-    path = DEFAULT_DETECTOR if str(spec).lower() == "default" else Path(spec)
+    path = shipped(DEFAULT_DETECTOR) if str(spec).lower() == "default" else Path(spec)
     raw = read_yaml_card(path, DetectorCardError, "detector card (give a YAML path, 'default' or 'none')")
     if not isinstance(raw, dict):
         raise DetectorCardError(f"{path}: expected a mapping of detector settings")
@@ -464,7 +464,7 @@ class Detector:
         variables = chain_variables(chain, momenta_by_label(reaction, events.momenta))
         smeared = self.smear_chain(variables, chain, final_masses, reaction.parent_mass, rng)
         momenta = chain_momenta(chain, smeared, final_masses, reaction.parent_mass)
-        return Events(stack_momenta(reaction, momenta), events.weights, reaction)
+        return Events(stack_momenta(reaction, momenta), events.weights, reaction=reaction)
 
     def apply(self, events: Events, rng: np.random.Generator) -> Events:
         """Accepted events with resolution applied (a new, usually smaller, sample)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .kinematics import invariant_mass
-from .particles import JPSI_GAMMA_KK, Reaction
+from .particles import Reaction
 from .sample import Events
 
 FORMATS = (".parquet", ".root", ".npz")
@@ -136,7 +136,7 @@ def _read_columns(path: Path, fmt: str, tree: str) -> dict[str, np.ndarray]:
             raise EventFileError(f"{path}: cannot read TTree {tree!r} ({exc})") from None
 
 
-def read_events(path: str | os.PathLike, reaction: Reaction = JPSI_GAMMA_KK, *,
+def read_events(path: str | os.PathLike, reaction: Reaction, *,
                 tree: str = DEFAULT_TREE, check_total_momentum: bool = True) -> Events:
     """Read and validate an event file.
 
@@ -197,7 +197,7 @@ def read_events(path: str | os.PathLike, reaction: Reaction = JPSI_GAMMA_KK, *,
     weights = None
     if "weight" in cols:
         weights = cols["weight"].astype(np.float64)
-    return Events(mom, weights, reaction)
+    return Events(mom, weights, reaction=reaction)
 
 
 class EventWriter:
@@ -209,7 +209,7 @@ class EventWriter:
     the block finishes without an exception.
     """
 
-    def __init__(self, path: str | os.PathLike, reaction: Reaction = JPSI_GAMMA_KK, *,
+    def __init__(self, path: str | os.PathLike, reaction: Reaction, *,
                  tree: str = DEFAULT_TREE) -> None:
         self.path = Path(path)
         self.format = _format(self.path)

@@ -45,7 +45,7 @@ def _flat_events(reaction: Reaction) -> Callable[[int, np.random.Generator], Eve
         space = PhaseSpace(reaction)
         return lambda n, rng: Events.from_helicity_variables(space.sample(n, rng), reaction)
     nbody = NBodyPhaseSpace(reaction)
-    return lambda n, rng: Events(nbody.sample(n, rng), None, reaction)
+    return lambda n, rng: Events(nbody.sample(n, rng), None, reaction=reaction)
 
 
 def iter_conventional_mc(n: int, detector: Detector, *, reaction: Reaction,

@@ -15,13 +15,13 @@ import numpy as np
 from scipy import integrate, optimize
 
 from .kinematics import two_body_momentum
-from .particles import JPSI_GAMMA_KK, Reaction
+from .particles import Reaction
 
 
 class PhaseSpace:
     """Flat phase space of a :class:`Reaction` in helicity variables."""
 
-    def __init__(self, reaction: Reaction = JPSI_GAMMA_KK) -> None:
+    def __init__(self, reaction: Reaction) -> None:
         self.reaction = reaction
 
     def unnormalised_m_density(self, m: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kinematics import four_momenta, helicity_variables
-from .particles import JPSI_GAMMA_KK, Reaction
+from .particles import Reaction
 
 
 @dataclass(frozen=True, eq=False)
@@ -19,15 +19,19 @@ class Events:
             the final-state particles in ``reaction.prefixes`` order (photon,
             P1, P2 for J/psi -> gamma P1 P2).
         weights: (n_events,) event weights, or None for unit weights.
-        reaction: the reaction, which fixes masses and column prefixes.
+        reaction: the reaction, which fixes masses and column prefixes;
+            required and keyword-only: ``Events(momenta, weights, reaction=r)``.
     """
 
     momenta: np.ndarray
     weights: np.ndarray | None = None
-    reaction: Reaction = JPSI_GAMMA_KK
+    reaction: Reaction = field(kw_only=True)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.reaction, Reaction):
+            raise TypeError(f"Events needs the reaction its momenta belong to, as reaction=<Reaction> "
+                            f"(e.g. model.reaction or events.reaction), got {self.reaction!r}")
         mom = np.ascontiguousarray(self.momenta, dtype=np.float64)
         shape = (self.reaction.n_final, 4)
         if mom.ndim != 3 or mom.shape[1:] != shape:
@@ -47,11 +51,11 @@ class Events:
         return f"Events(n={len(self)}, {w}, {' '.join(self.reaction.particles)})"
 
     @classmethod
-    def from_helicity_variables(cls, hv: np.ndarray, reaction: Reaction = JPSI_GAMMA_KK,
+    def from_helicity_variables(cls, hv: np.ndarray, reaction: Reaction,
                                 weights: np.ndarray | None = None) -> "Events":
-        """Events from an (n, 5) array of helicity variables."""
+        """Events of the radiative-pair ``reaction`` from an (n, 5) array of helicity variables."""
         pg, p1, p2 = four_momenta(hv, reaction.parent_mass, reaction.m1, reaction.m2)
-        ev = cls(np.stack([pg, p1, p2], axis=1), weights, reaction)
+        ev = cls(np.stack([pg, p1, p2], axis=1), weights, reaction=reaction)
         ev._cache["hv"] = np.asarray(hv, dtype=np.float64)
         return ev
 
@@ -79,7 +83,7 @@ class Events:
 
     def subset(self, index: np.ndarray | slice) -> "Events":
         w = None if self.weights is None else self.weights[index]
-        ev = Events(self.momenta[index], w, self.reaction)
+        ev = Events(self.momenta[index], w, reaction=self.reaction)
         if "hv" in self._cache:
             ev._cache["hv"] = self._cache["hv"][index]
         return ev
@@ -93,7 +97,7 @@ class Events:
             raise ValueError("cannot concatenate events of different reactions")
         weighted = any(p.weights is not None for p in parts)
         w = np.concatenate([p.weight_array for p in parts]) if weighted else None
-        ev = Events(np.concatenate([p.momenta for p in parts]), w, reaction)
+        ev = Events(np.concatenate([p.momenta for p in parts]), w, reaction=reaction)
         if all("hv" in p._cache for p in parts):
             ev._cache["hv"] = np.concatenate([p._cache["hv"] for p in parts])
         return ev
