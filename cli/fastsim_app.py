@@ -30,16 +30,27 @@ def generate(
                                  help="Detector card: a YAML path, 'default' or 'none' (generator level)."),
     seed: int = seed_option(),
     chunk_size: int = typer.Option(200_000, "--chunk-size", min=1000, help="Generated events per chunk."),
+    weighted: bool = typer.Option(True, "--weighted/--flat",
+                                  help="With --model: draw the masses of the card's narrow resonances (alone at a "
+                                       "node, narrower than 1 %% of its mass range, e.g. the phi) from a "
+                                       "Breit-Wigner and write flat / proposal weights (the normalisation sum's "
+                                       "v_j); --flat: unweighted flat events."),
 ) -> None:
     """Generate conventional MC: flat phase space through the toy detector."""
     from fastsim.events import JPSI_GAMMA_KK, Detector, EventWriter, iter_conventional_mc, load_detector_card
 
+    proposals: dict = {}
     if model is None:
         reaction = JPSI_GAMMA_KK
     else:
-        from pwa.card import load_model_card  # imports JAX: only when a card is given
+        from pwa import Model  # imports JAX: only when a card is given
+        from pwa.card import load_model_card
+        from pwa.fractions import integration_proposals
 
-        reaction = load_model_card(model).reaction.to_reaction()
+        card = load_model_card(model)
+        reaction = card.reaction.to_reaction()
+        if weighted:
+            proposals = integration_proposals(Model.from_card(card))
     det = Detector(load_detector_card(detector))
     det.check(reaction)
     stats: dict = {}
@@ -47,14 +58,18 @@ def generate(
     with EventWriter(out, reaction) as writer, progress_bar() as bar:
         task = bar.add_task(f"conventional MC ({det.name})", total=n)
         for chunk in iter_conventional_mc(n, det, reaction=reaction, seed=seed, chunk_size=chunk_size,
-                                          stats=stats):
+                                          stats=stats, proposals=proposals or None):
             writer.write(chunk)
             bar.advance(task, len(chunk))
     dt = time.perf_counter() - t0
     acc = stats["n_passed"] / stats["n_generated"]
     typer.echo(f"wrote {writer.n_written} events of {reaction} ({', '.join(reaction.prefixes)}) to {out}")
+    if proposals:
+        typer.echo("weighted: Breit-Wigner proposals " + ", ".join(f"{k} ({m:g}, {w:g} GeV)"
+                                                              for k, (m, w) in proposals.items())
+                   + "; column 'weight' = flat / proposal density")
     typer.echo(f"detector {det.name}: acceptance x efficiency = {acc:.4f} "
-               f"({stats['n_passed']} of {stats['n_generated']} generated passed)")
+               f"({stats['n_passed']} of {stats['n_generated']} generated {'proposals ' if proposals else ''}passed)")
     typer.echo(f"throughput: {writer.n_written / dt:,.0f} accepted events/s ({dt:.2f} s)")
 
 

@@ -7,6 +7,14 @@ variables) for parent -> gamma P1 P2, as in the first version, and
 :class:`~fastsim.events.nbody.NBodyPhaseSpace` (the tree variables of the
 reaction's first chain) for every other reaction.
 
+A reaction with a narrow resonance (the phi of psi(2S) -> phi K+ K-, 4 MeV
+wide) puts few flat events under its peak, so its normalisation integral
+needs a huge flat sample. ``proposals`` then draws that node's mass from a
+Breit-Wigner and gives every event the weight flat / proposal density
+(:meth:`~fastsim.events.nbody.NBodyPhaseSpace.sample_weighted`, mean 1): the
+sample is flat phase space in expectation, and it is the weights v_j of the
+normalisation sum (PHYSICS.md section 4).
+
 A detector that accepts (almost) nothing stops the generation with
 :class:`LowAcceptanceError` once :data:`ACCEPTANCE_CHECK_AFTER` events have
 been generated and fewer than :data:`MIN_ACCEPTANCE` of them passed (fewer
@@ -17,7 +25,7 @@ costs about a second of generation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -39,8 +47,17 @@ class LowAcceptanceError(DetectorCardError):
     """The detector accepts (almost) no event of the reaction: a card or reaction to check."""
 
 
-def _flat_events(reaction: Reaction) -> Callable[[int, np.random.Generator], Events]:
-    """Generator of n flat phase-space events of the reaction."""
+def _flat_events(reaction: Reaction, proposals: Mapping[str, tuple[float, float]] | None = None
+                 ) -> Callable[[int, np.random.Generator], Events]:
+    """Generator of n flat phase-space events of the reaction (weighted with proposals)."""
+    if proposals:
+        nbody = NBodyPhaseSpace(reaction)
+
+        def weighted(n: int, rng: np.random.Generator) -> Events:
+            momenta, weights = nbody.sample_weighted(n, rng, proposals)
+            return Events(momenta, weights, reaction=reaction)
+
+        return weighted
     if reaction.is_radiative_pair:
         space = PhaseSpace(reaction)
         return lambda n, rng: Events.from_helicity_variables(space.sample(n, rng), reaction)
@@ -50,7 +67,8 @@ def _flat_events(reaction: Reaction) -> Callable[[int, np.random.Generator], Eve
 
 def iter_conventional_mc(n: int, detector: Detector, *, reaction: Reaction,
                          seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-                         stats: dict | None = None) -> Iterator[Events]:
+                         stats: dict | None = None,
+                         proposals: Mapping[str, tuple[float, float]] | None = None) -> Iterator[Events]:
     """Yield chunks of accepted detector-level phase-space events, n in all.
 
     Args:
@@ -62,6 +80,9 @@ def iter_conventional_mc(n: int, detector: Detector, *, reaction: Reaction,
         stats: if given, updated with ``n_generated`` and ``n_passed`` (events
             that passed the detector, for the acceptance estimate) and
             ``n_accepted`` (events yielded, at most n).
+        proposals: node label of the reaction's first chain -> (mass, width)
+            of a Breit-Wigner proposal (module docstring); the events are then
+            weighted. None: unweighted flat events.
 
     Raises:
         DetectorCardError: the card has no rules for a final-state particle.
@@ -72,7 +93,7 @@ def iter_conventional_mc(n: int, detector: Detector, *, reaction: Reaction,
         raise ValueError(f"number of events must be positive, got {n}")
     detector.check(reaction)
     rng = np.random.default_rng(seed)
-    flat = _flat_events(reaction)
+    flat = _flat_events(reaction, proposals)
     accepted = generated = passed = 0
     while accepted < n:
         acc = detector.apply(flat(chunk_size, rng), rng)
@@ -95,10 +116,12 @@ def iter_conventional_mc(n: int, detector: Detector, *, reaction: Reaction,
 
 def conventional_mc(n: int, detector: Detector, *, reaction: Reaction,
                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-                    progress: Callable[[int], None] | None = None) -> Events:
+                    progress: Callable[[int], None] | None = None,
+                    proposals: Mapping[str, tuple[float, float]] | None = None) -> Events:
     """All n accepted events in memory (see :func:`iter_conventional_mc`)."""
     parts = []
-    for chunk in iter_conventional_mc(n, detector, reaction=reaction, seed=seed, chunk_size=chunk_size):
+    for chunk in iter_conventional_mc(n, detector, reaction=reaction, seed=seed, chunk_size=chunk_size,
+                                      proposals=proposals):
         parts.append(chunk)
         if progress is not None:
             progress(len(chunk))
