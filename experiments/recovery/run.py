@@ -45,7 +45,7 @@ def start_values(model: Model) -> np.ndarray:
 
 def run_card(name: str, args) -> dict:
     truth = Model.from_card(ROOT / "models" / name)
-    detector = Detector(load_detector_card("default"))
+    detector = Detector(load_detector_card(args.detector))
     t0 = time.perf_counter()
     true_f = fit_fractions_mc(truth, n_mc=2_000_000, seed=args.seed)
     # weighted (Breit-Wigner proposal) where the card has a narrow resonance, as fastsim generate --model does:
@@ -66,15 +66,20 @@ def run_card(name: str, args) -> dict:
         converged.append(bool(result.converged))
         delta = result.values - truth.initial_values()
         delta[phase] = np.angle(np.exp(1j * delta[phase]))
-        param_pulls.append(delta / result.errors)
+        # a parameter at its limit (a magnitude at 0) has no error: no pull
+        param_pulls.append(np.where(result.errors > 0, delta / np.where(result.errors > 0, result.errors, 1.0),
+                                    np.nan))
         fraction_pulls.append((np.diag(result.fractions) - np.diag(true_f.matrix)) / np.diag(result.fraction_errors))
         print(f"{name} toy {toy}: converged {result.converged}, fit {times[-1]:.1f} s, fraction pulls "
               f"{np.round(fraction_pulls[-1], 2).tolist()}", flush=True)
     pp, fp = np.asarray(param_pulls), np.asarray(fraction_pulls)
     return {"card": name, "reaction": str(truth.reaction), "n_toys": args.toys, "n_data": args.n_data,
-            "n_mc": args.n_mc, "fresh_mc": bool(args.fresh_mc), "weighted_mc": bool(proposals), "n_free": truth.n_free, "setup_s": setup, "fit_s": times, "converged": converged,
+            "n_mc": args.n_mc, "fresh_mc": bool(args.fresh_mc), "weighted_mc": bool(proposals),
+            "detector": args.detector, "n_free": truth.n_free, "setup_s": setup, "fit_s": times, "converged": converged,
             "parameters": truth.parameter_names, "parameter_pulls": pp.tolist(),
-            "parameter_pull_mean": pp.mean(axis=0).tolist(), "parameter_pull_rms": np.sqrt((pp**2).mean(axis=0)).tolist(),
+            "parameter_pull_mean": np.nanmean(pp, axis=0).tolist(),
+            "parameter_pull_rms": np.sqrt(np.nanmean(pp**2, axis=0)).tolist(),
+            "parameters_at_limit": int(np.sum(~np.isfinite(pp))),
             "resonances": truth.resonance_names, "true_fractions": np.diag(true_f.matrix).tolist(),
             "fraction_pulls": fp.tolist(), "fraction_pull_mean": fp.mean(axis=0).tolist(),
             "fraction_pull_rms": np.sqrt((fp**2).mean(axis=0)).tolist()}
@@ -84,16 +89,20 @@ def summary(rows: list[dict]) -> str:
     lines = ["# Recovery of the generated truth (experiments/recovery/run.py)", ""]
     for r in rows:
         lines += [f"## {r['card']}: {r['reaction']}", "",
-                  f"{r['n_toys']} toys of {r['n_data']} events through the default detector, {r['n_mc']} "
+                  f"{r['n_toys']} toys of {r['n_data']} events through the detector {r.get('detector', 'default')}, {r['n_mc']} "
                   f"conventional MC ({'a new sample per toy' if r.get('fresh_mc') else 'one sample for all toys'}"
                   f"{', weighted' if r.get('weighted_mc') else ''}), {r['n_free']} free parameters; converged {sum(r['converged'])}/{r['n_toys']}; "
                   f"median fit {np.median(r['fit_s']):.1f} s.", "",
                   "| fraction | truth (%) | pull mean | pull RMS |", "|---|---|---|---|"]
         lines += [f"| {n} | {100 * t:.2f} | {m:+.2f} | {s:.2f} |" for n, t, m, s in
                   zip(r["resonances"], r["true_fractions"], r["fraction_pull_mean"], r["fraction_pull_rms"])]
-        pm, ps = np.asarray(r["parameter_pull_mean"]), np.asarray(r["parameter_pull_rms"])
-        lines += ["", f"Free parameters: pull mean in [{pm.min():+.2f}, {pm.max():+.2f}], RMS in "
-                  f"[{ps.min():.2f}, {ps.max():.2f}] (mean RMS {ps.mean():.2f}).", ""]
+        pp = np.asarray(r["parameter_pulls"], dtype=float)
+        pp = np.where(np.isfinite(pp), pp, np.nan)
+        pm, ps = np.nanmean(pp, axis=0), np.sqrt(np.nanmean(pp**2, axis=0))
+        limit = int(np.sum(~np.isfinite(pp)))
+        lines += ["", f"Free parameters: pull mean in [{np.nanmin(pm):+.2f}, {np.nanmax(pm):+.2f}], RMS in "
+                  f"[{np.nanmin(ps):.2f}, {np.nanmax(ps):.2f}] (mean RMS {np.nanmean(ps):.2f})"
+                  + (f"; {limit} fitted values at a limit (no error, no pull)" if limit else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -104,6 +113,7 @@ def main() -> int:
     ap.add_argument("--n-data", type=int, default=10_000)
     ap.add_argument("--n-mc", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--detector", default="default", help="detector card: a path, 'default' or 'none'")
     ap.add_argument("--fresh-mc", action="store_true",
                     help="a new MC sample for every toy (the pulls then include the MC's fluctuation, "
                          "uncorrelated between toys)")
