@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on shipped defaults (run by `make demo`, which puts the
 # project's virtual environment first on PATH). Writes everything into
-# demo_out/ (override with DEMO_OUT=...). About 2-5 minutes on 2 CPU cores
-# (131 s measured, after the set-up).
+# demo_out/ (override with DEMO_OUT=...). About 3-5 minutes on 2 CPU cores
+# (198 s measured, after the set-up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
@@ -20,7 +20,7 @@ step "2b. psi(2S) -> K+ K- K+ K-: conventional MC, toy data through the detector
 fastsim generate --model models/r0.yaml --n 100000 --out "$OUT/mc_r0.parquet" --detector default --seed 11
 pwa generate --model models/r0.yaml --n 3000 --out "$OUT/data_r0.parquet" --seed 12
 pwa fit --model models/r0.yaml --data "$OUT/data_r0.parquet" --mc "$OUT/mc_r0.parquet" --out "$OUT/fit_r0" \
-    --starts 1 --no-plots
+    --starts 1
 
 step "3. J/psi -> gamma K+ K- (the reaction of the shipped flow): toy data of its R0 through the detector"
 pwa generate --model models/jpsi_gamma_kk.yaml --n 5000 --out "$OUT/data.parquet" --seed 2
