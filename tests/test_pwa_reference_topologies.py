@@ -134,3 +134,45 @@ def test_psi2s_intensity_invariant_under_identical_swaps(psi2s, swap):
     # A swap of a K+ with a K- is no symmetry: the test can fail.
     wrong = Events(events.momenta[:, [1, 0, 2, 3]], reaction=model.reaction)
     assert np.max(np.abs(np.asarray(model.intensity(p, model.precompute(wrong))) / ours - 1.0)) > 1e-3
+
+
+def test_ls_basis_equals_its_helicity_couplings(psi2s):
+    """psi(2S) -> phi f0: the S wave (L, S) = (0, 1) has no barrier and H_{lphi, 0} = sqrt(1/3) for every
+    lphi (Clebsch-Gordan), so the LS-basis amplitude with g_01 = 1 equals the helicity-basis one with
+    h(+1,0) = h(0,0) = sqrt(1/3) (the partner h(-1,0) follows by parity); the D wave (2, 1) differs."""
+    import math
+
+    _, events, _ = psi2s
+    base = {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
+                         "chains": ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]},
+            "reference": "f0(1500)"}
+    phi = {"name": "phi(1020)", "node": "phi", "lineshape": {"type": "BW_plain", "mass": 1.02, "width": 0.004}}
+    f0 = {"name": "f0(1500)", "node": "f", "lineshape": {"type": "BW_plain", "mass": 1.522, "width": 0.108}}
+    ls = Model.from_card({**base, "resonances": [phi, {**f0, "basis": "ls", "couplings": {"0 1": [1.0, 0.0]}}]})
+    c = math.sqrt(1.0 / 3.0)
+    hel = Model.from_card({**base, "resonances": [phi, {**f0, "couplings": {"+1 0": [c, 0.0], "0 0": [c, 0.0]}}]})
+    d_wave = Model.from_card({**base, "resonances": [phi, {**f0, "basis": "ls", "couplings": {"2 1": [1.0, 0.0]}}]})
+    ev = Events(events.momenta, reaction=ls.reaction)
+    i_ls, i_hel, i_d = (np.asarray(m.intensity(jnp.asarray(m.initial_values()), m.precompute(ev)))
+                        for m in (ls, hel, d_wave))
+    assert np.max(np.abs(i_ls / i_hel - 1.0)) < 1e-12
+    assert ls.parameter_names == () and np.max(np.abs(i_d / (i_d.mean()) - i_ls / i_ls.mean())) > 1e-2
+
+
+def test_l_max_removes_the_higher_waves():
+    from pwa import ModelCardError, parse_model_card
+
+    card = {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
+                         "chains": ["psi(2S) -> phi f; phi -> Kp1 Km1; f -> Kp2 Km2"]},
+            "resonances": [{"name": "phi(1020)", "node": "phi", "lineshape": {"type": "BW_plain"}},
+                           {"name": "f2(1270)", "node": "f", "basis": "ls", "l_max": 0, "lineshape": {"type": "BW"},
+                            "couplings": {"0 1": [1.0, 0.0], "2 2": [0.5, 0.0]}}],
+            "reference": "f2(1270)"}
+    with pytest.raises(ModelCardError, match=r"resonances\[1\] \(f2\(1270\)\)\.couplings: '2 2' is not an "
+                                             r"independent \(L, S\) wave .*expected one of \"0 1\"\)"):
+        parse_model_card(card)
+    card["resonances"][1]["couplings"] = {"0 1": [1.0, 0.0]}
+    assert Model.from_card(card).n_terms == 1  # L = 0 keeps one wave; without l_max J = 2 has five
+    del card["resonances"][1]["l_max"]
+    card["resonances"][1]["couplings"] = {"0 1": [1.0, 0.0], "2 2": [0.5, 0.0]}
+    assert Model.from_card(card).n_terms == 2
