@@ -40,7 +40,10 @@ def fractions(
     _float64()
     from pwa import Model, fit_fractions_mc, load_model_card
 
-    result = fit_fractions_mc(Model.from_card(load_model_card(model)), n_mc=n_mc, seed=seed)
+    m = Model.from_card(load_model_card(model))
+    with progress_bar() as bar:
+        task = bar.add_task("generator-level phase space", total=n_mc)
+        result = fit_fractions_mc(m, n_mc=n_mc, seed=seed, progress=lambda k: bar.advance(task, k))
     typer.echo(result.to_json() if as_json else str(result))
 
 

@@ -19,6 +19,7 @@ fraction is estimated with the delta method from the same events
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax
@@ -140,7 +141,8 @@ def _moments(model: Model):
 
 def phase_space_term_integrals(model: Model, p: np.ndarray, n_mc: int = DEFAULT_N_MC, *,
                                seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
-                               moments: dict | None = None) -> np.ndarray:
+                               moments: dict | None = None,
+                               progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Per-term integrals M (n_terms, n_terms) complex over n_mc flat phase-space events.
 
     Args:
@@ -151,6 +153,7 @@ def phase_space_term_integrals(model: Model, p: np.ndarray, n_mc: int = DEFAULT_
         chunk_size: events per chunk.
         moments: if given, filled with the summed moments of the fraction
             estimates (see :func:`fit_fractions_mc`).
+        progress: called with the number of events of each finished chunk.
     """
     require_x64()
     if n_mc <= 0:
@@ -166,6 +169,8 @@ def phase_space_term_integrals(model: Model, p: np.ndarray, n_mc: int = DEFAULT_
         for key, value in part.items():
             total[key] = total.get(key, 0.0) + np.asarray(value)
         done += k
+        if progress is not None:
+            progress(k)
     if moments is not None:
         moments.update(total)
     if not total["w"] > 0:
@@ -279,11 +284,15 @@ def fit_fractions_quadrature(model: Model, p: np.ndarray | None = None, *,
 
 
 def fit_fractions_mc(model: Model, p: np.ndarray | None = None, n_mc: int = DEFAULT_N_MC, *,
-                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> FitFractions:
-    """Fit fractions at p (default: the card's values) over flat phase space, with their MC errors."""
+                     seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+                     progress: Callable[[int], None] | None = None) -> FitFractions:
+    """Fit fractions at p (default: the card's values) over flat phase space, with their MC errors.
+
+    ``progress`` is called with the number of events of each finished chunk."""
     p = model.initial_values() if p is None else np.asarray(p, dtype=np.float64)
     mom: dict = {}
-    M = phase_space_term_integrals(model, p, n_mc, seed=seed, chunk_size=chunk_size, moments=mom)
+    M = phase_space_term_integrals(model, p, n_mc, seed=seed, chunk_size=chunk_size, moments=mom,
+                                   progress=progress)
     matrix = np.asarray(model.fractions_from_integrals(jnp.asarray(p), jnp.asarray(M)))
     # Delta method: F = <w a> / <w b>, var F = sum w^2 (a - F b)^2 / (sum w b)^2.
     F = mom["wa"] / mom["wb"]
