@@ -353,11 +353,6 @@ class Model:
     def _lineshapes_full(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
         return jnp.stack(self._lineshape_list(full, m))
 
-    def lineshape(self, name: str, p: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-        """(n,) complex F_R(m) of one resonance (any, with or without couplings) at parameters p."""
-        names = [r.name for r in self.card.resonances]
-        return self._lineshape_list(self.full_parameters(p), m)[names.index(name)]
-
     def _term_lineshapes(self, full: jnp.ndarray, masses: jnp.ndarray) -> jnp.ndarray:
         """(n_terms, n_perm, n) complex prod_nodes F_R(m_node) of every term and permutation.
 

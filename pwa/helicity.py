@@ -49,6 +49,7 @@ import numpy as np
 from fastsim.events.particles import DecayChain, DecayNode, Reaction, particle_info
 from fastsim.events.tree import chain_variables
 
+from .lineshapes import blatt_weisskopf_squared
 from .ls_basis import allowed_helicities, allowed_ls, independent_helicities, ls_to_helicity, parity_partner_sign
 from .wigner import wigner_D_conj
 
@@ -328,7 +329,7 @@ class HelicityAmplitude:
                 part = partials[key]
                 total = sum(coef * part[pair] for pair, coef in term.element.table if pair in part)
                 barrier = _barrier(comp.vertices[comp.carrier_vertex], term.element, per_chain[comp.chain],
-                                   self.reaction, comp, self)
+                                   self.reaction)
                 ang[k, p] = total * barrier
         masses = np.stack([variables[p][c][label].m for c, label, p in self.mass_columns]) \
             if self.mass_columns else np.zeros((0, n))
@@ -391,11 +392,11 @@ def _component(reaction: Reaction, ci: int, chain: DecayChain, combo, resonances
     label, carrier = carriers[0]
     cv = next(v for v, vert in enumerate(vertices) if any(d.label == label for d in vert.node.daughters))
     for v, vert in enumerate(vertices):
-        if v != cv and len(vert.basis("helicity")) != 1:
+        n_couplings = len(vert.basis("helicity")) if v != cv else 1
+        if n_couplings != 1:
             raise ValueError(f"chain {chain} with {names}: vertex {vert.node.label} -> "
-                             f"{' '.join(d.label for d in vert.node.daughters)} has "
-                             f"{len(vert.basis('helicity'))} couplings; only the carrier's production vertex "
-                             "may have several")
+                             f"{' '.join(d.label for d in vert.node.daughters)} has {n_couplings} couplings; "
+                             "only the carrier's production vertex may have several")
     return Component(ci, tuple(combo), carrier, tuple(vertices), cv)
 
 
@@ -516,12 +517,10 @@ def _single_coupling(vertex: Vertex, lb: int, lc: int) -> float:
     return dict(element.table).get((lb, lc), 0.0)
 
 
-def _barrier(vertex: Vertex, element: BasisElement, variables: Mapping, reaction: Reaction,
-             comp: Component, model: HelicityAmplitude) -> np.ndarray | float:
+def _barrier(vertex: Vertex, element: BasisElement, variables: Mapping, reaction: Reaction) -> np.ndarray | float:
     """B_L(q) of an LS wave at the event's masses (1 in the helicity basis)."""
     if element.barrier_l is None or element.barrier_l == 0:
         return 1.0
-    from .lineshapes import blatt_weisskopf_squared
 
     def node_mass(node: DecayNode) -> np.ndarray | float:
         if node.is_final:
