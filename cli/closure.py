@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import UserError
+
 #: Normalisation choices compared against the large conventional reference: the small
 #: conventional MC, the flow, the DCTR-reweighted flow and the bootstrap-bias-corrected flow
 #: (2 M_flow - mean M_replica, fastsim.training.bootstrap_replicas).
@@ -60,18 +62,30 @@ class ClosureSettings:
     flow_fold: bool = True
     flow_bootstrap: int = 0
     flow_gates: bool = True
+    #: Content hashes of the model and detector cards (:func:`input_hashes`): a resumed run
+    #: reuses a toy only when the cards say the same as when it ran, wherever they are.
+    inputs: dict = field(default_factory=dict)
 
     #: Fields added after the first runs, with the values those runs used: left out of the
     #: digest at these values, so that toy files written before they existed stay valid.
     _LATER_FIELDS = {"flow_batch_size": 2048, "flow_learning_rate": 2e-3, "flow_patience": 5,
                      "flow_m_map": "affine", "flow_fold": False, "flow_bootstrap": 0,
-                     "flow_gates": False}
+                     "flow_gates": False, "inputs": {}}
 
     def digest(self) -> str:
         """Hash of what defines one toy (not the number of toys: a run can be extended)."""
         fields = {k: v for k, v in asdict(self).items() if k != "toys"
                   and not (k in self._LATER_FIELDS and v == self._LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def input_hashes(model_card, detector_card) -> dict:
+    """sha256 of what the cards say (their validated content, not their bytes or paths)."""
+    def digest(obj) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+    return {"model": digest(model_card.to_dict()),
+            "detector": None if detector_card is None else digest(detector_card.model_dump())}
 
 
 def _seed(settings: ClosureSettings, toy: int, stage: int) -> int:
@@ -87,6 +101,10 @@ def _fit_record(result) -> dict:
         "sf": result.sum_of_fractions, "sf_error": result.sum_of_fractions_error,
         "nll": result.nll, "converged": result.converged, "wall_time_s": result.wall_time,
     }
+
+
+class ClosureInputError(UserError):
+    """A closure run that cannot resume: its folder holds toys of other settings or card contents."""
 
 
 def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
@@ -115,8 +133,11 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
 
     timings: dict[str, float] = {}
     clock = time.perf_counter
-    model = Model.from_card(load_model_card(settings.model))
-    det = Detector(load_detector_card(settings.detector))
+    card, det_card = load_model_card(settings.model), load_detector_card(settings.detector)
+    if settings.inputs and input_hashes(card, det_card) != settings.inputs:
+        raise ClosureInputError(f"{settings.model} or the detector card {settings.detector} changed during the run")
+    model = Model.from_card(card)
+    det = Detector(det_card)
     reaction = model.reaction
 
     t = clock()
@@ -144,7 +165,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
                                learning_rate=settings.flow_learning_rate,
                                patience=settings.flow_patience,
                                seed=_seed(settings, toy, 3))
-    trained = train_flow(coords.to_unit(small.helicity_variables), train_config)
+    trained = train_flow(coords.to_unit(small.helicity_variables), train_config, weights=small.weights)
     sim = FastSimulator(trained["model"], coords, reaction=reaction)
     timings["flow_training"] = clock() - t
 
@@ -177,7 +198,8 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     if settings.reweight:
         t = clock()
         w, reweight_info = dctr_weights(flow.helicity_variables, small.helicity_variables,
-                                        seed=_seed(settings, toy, 6), fold=settings.flow_fold)
+                                        seed=_seed(settings, toy, 6), fold=settings.flow_fold,
+                                        reference_weights=small.weights)
         caches["flow_rw"] = normalisation_cache(model, flow_chunks(Events(flow.momenta, w, reaction=reaction)))
         timings["reweighting"] = clock() - t
     if settings.flow_bootstrap:
@@ -412,12 +434,18 @@ def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, e
                        "remove the 'float' entries of the card")
     digest = settings.digest()
     done: dict[int, dict] = {}
-    for k in range(settings.toys):
-        f = out_dir / "toys" / f"toy_{k:03d}.json"
-        if f.exists():
-            rec = json.loads(f.read_text())
-            if rec.get("settings_digest") == digest:
-                done[k] = rec
+    stale = []
+    for f in sorted((out_dir / "toys").glob("toy_*.json")):
+        rec = json.loads(f.read_text())
+        if rec.get("settings_digest") != digest:
+            stale.append(f.name)
+        elif rec.get("toy", -1) < settings.toys:
+            done[rec["toy"]] = rec
+    if stale:
+        # Overwriting them would lose hours of toys; comparing them with new truth would be wrong.
+        raise ClosureInputError(
+            f"{out_dir / 'toys'}: {len(stale)} toy file(s) ({stale[0]}, ...) were made with other settings "
+            "or other card contents (an edited model or detector card); give another --out, or remove them")
     todo = [k for k in range(settings.toys) if k not in done]
     if progress:
         progress(len(done), settings.toys)

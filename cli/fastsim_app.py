@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import handle_errors, progress_bar, seed_option, version_callback
+from .common import check_output, detector_path, handle_errors, progress_bar, run_app, seed_option, version_callback
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Conventional MC generation and the flow fast simulator.")
@@ -39,6 +39,7 @@ def generate(
     """Generate conventional MC: flat phase space through the toy detector."""
     from fastsim.events import JPSI_GAMMA_KK, Detector, EventWriter, iter_conventional_mc, load_detector_card
 
+    check_output(out, inputs={"--model": model, "--detector": detector_path(detector)})
     proposals: dict = {}
     if model is None:
         reaction = JPSI_GAMMA_KK
@@ -151,6 +152,9 @@ def train(
 
     if kind not in ("flow", "vae"):
         raise UserError(f"--kind must be flow or vae, got {kind!r}")
+    inputs = {"--mc": mc, "--detector": detector_path(detector)}
+    check_output(out, inputs=inputs)
+    check_output(out.with_name(out.stem + "_training.png"), option="--out (its training plot)", inputs=inputs)
     from fastsim.checkpoint import file_fingerprint, load_checkpoint, package_versions
     from fastsim.coords import CoordinateMap
     from fastsim.errors import TrainingError
@@ -200,7 +204,10 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    typer.echo(f"training a {kind} on {len(events)} events from {mc} (device {dev}, seed {config.seed})")
+    weighted = "" if events.weights is None else (
+        f" (weighted: the NLL is weighted by the file's 'weight' column, effective size "
+        f"{events.weights.sum() ** 2 / (events.weights ** 2).sum():.0f})")
+    typer.echo(f"training a {kind} on {len(events)} events from {mc}{weighted} (device {dev}, seed {config.seed})")
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("train {task.fields[train]}  val {task.fields[val]}  best@{task.fields[best]}"),
                    TimeElapsedColumn(), console=Console(stderr=True))
@@ -216,8 +223,8 @@ def train(
             bar.console.print(f"epoch {rec['epoch']:3d}  train {rec['train_loss']:.5f}  "
                               f"val {rec['val_loss']:.5f}  lr {rec['lr']:.2e}  ({rec['epoch_s']:.1f} s)")
 
-        result = fit(u, config, checkpoint=out, metadata=metadata, resume=resume_state, device=dev,
-                     on_batch=on_batch, on_epoch=on_epoch)
+        result = fit(u, config, weights=events.weights, checkpoint=out, metadata=metadata, resume=resume_state,
+                     device=dev, on_batch=on_batch, on_epoch=on_epoch)
     png = plot_training_curve(result["history"], out.with_name(out.stem + "_training.png"),
                               f"{kind} on {mc.name}")
     typer.echo(f"stopped: {result['stop_reason']}; best epoch {result['best_epoch']} "
@@ -246,6 +253,7 @@ def sample(
 
     from .common import UserError
 
+    check_output(out, inputs={"--model": model})
     if threads > 0:
         torch.set_num_threads(threads)
 
@@ -281,14 +289,27 @@ def validate(
     seed: int = seed_option(12345),
     n_model: int = typer.Option(0, "--n-model", min=0, help="Model events (0: as many as reference)."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
-    record: bool = typer.Option(True, "--record/--no-record",
-                                help="Store the summary metrics in the checkpoint."),
+    record: bool = typer.Option(False, "--record/--no-record",
+                                help="Also store the summary metrics in the checkpoint itself (off: the "
+                                     "checkpoint is never modified; the metrics are in --out/metrics.json)."),
 ) -> None:
-    """Compare a fast simulator with held-out reference MC (classifier AUC, chi2, moments)."""
+    """Compare a fast simulator with held-out reference MC (classifier AUC, chi2, moments).
+
+    The metrics go to --out/metrics.json (and plots beside it); the checkpoint is
+    read only, unless --record asks to store the summary in it.
+    """
     from fastsim.checkpoint import load_simulator, update_checkpoint
     from fastsim.events import read_events
+    from fastsim.events.resources import is_shipped
     from fastsim.validation import validate_simulator
 
+    from .common import UserError
+
+    check_output(out, folder=True, inputs={"--model": model, "--reference": reference},
+                 files=("metrics.json", "compare_1d.png", "compare_2d_pulls.png"))
+    if record and is_shipped(model):
+        raise UserError(f"--record {model}: is a shipped checkpoint of this installation; copy it to "
+                        "record metrics into the copy")
     sim = load_simulator(model, device=device)
     ref = read_events(reference, sim.reaction)
     metrics = validate_simulator(sim, ref.helicity_variables, out, n_model=n_model or None, seed=seed)
@@ -311,8 +332,9 @@ def validate(
     typer.echo(f"wrote {out / 'metrics.json'}")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``fastsim ...`` (``argv`` for calling it from Python)."""
+    raise SystemExit(run_app(app, "fastsim", argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import typer
 
 import numpy as np
 
-from .common import UserError, handle_errors, progress_bar, seed_option, version_callback
+from .common import (UserError, check_output, detector_path, file_sha256, handle_errors, progress_bar,
+                     run_app, seed_option, version_callback)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Unbinned maximum-likelihood partial-wave analysis (JAX).")
@@ -60,6 +61,7 @@ def generate(
     chunk_size: int = typer.Option(100_000, "--chunk-size", min=1000, help="Proposals per chunk."),
 ) -> None:
     """Toy data: hit-or-miss with the card's intensity, then the detector."""
+    check_output(out, inputs={"--model": model, "--detector": detector_path(detector)})
     _float64()
     from fastsim.events import Detector, EventWriter, load_detector_card
     from pwa import GenerationError, Model, load_model_card
@@ -76,7 +78,9 @@ def generate(
                 writer.write(chunk)
                 bar.advance(task, len(chunk))
     except GenerationError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        from .common import print_error
+
+        print_error(str(exc))
         raise typer.Exit(1) from None
     dt = time.perf_counter() - t0
     typer.echo(f"wrote {writer.n_written} events to {out}")
@@ -135,7 +139,7 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
 
         # a folded flow was trained on MC that passed the symmetry test: classify folded points
         w, rw = dctr_weights(events.helicity_variables, reference.helicity_variables, seed=seed,
-                             fold=sim.coords.fold)
+                             fold=sim.coords.fold, reference_weights=reference.weights)
         events = Events(events.momenta, w, reaction=events.reaction)
         typer.echo(f"DCTR reweighting against {reweight} ({len(reference)} events): effective sample size "
                    f"{rw['effective_sample_size']:.0f} ({100 * rw['ess_fraction']:.1f} % of {len(w)})", err=True)
@@ -227,6 +231,10 @@ def fit(
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+    strict: bool = typer.Option(False, "--strict",
+                                help="Make warnings about the inputs errors (normalisation MC that does not "
+                                     "cover the data, fewer effective events than free parameters) before "
+                                     "the fit starts."),
     executor: str = _EXECUTOR,
     workers: int = _WORKERS,
     scheduler: str = _SCHEDULER,
@@ -242,14 +250,24 @@ def fit(
     _float64()
     import jax
 
+    from pwa.errors import FitError, ModelCardError
     from pwa.fit import fit as run_fit, significances
     from pwa.problem import FitProblem
     from pwa.report import write_fit_outputs
     from pwa.sharding import shard_problem
 
+    check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
+                                           "--flow-model": flow_model, "--reweight": reweight},
+                 files=("result.json", "report.md"))
+    if significance and (sf_lambda or lasso):
+        raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
     mesh = _device_setup(devices, distributed)
 
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
+    if significance and len(m.resonance_names) < 2:
+        raise UserError(f"--significance: {model} has one resonance; there is no reduced model to refit")
+    warnings, coverage = _input_warnings(m, data_events, mc_events, seed, strict)
+    mc_info = {**mc_info, "mc_coverage": coverage}
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)
@@ -262,21 +280,51 @@ def fit(
     if jax.process_index() != 0:  # multi-host: one writer
         return
     typer.echo(str(result))
-    sig = None
+
+    def write(sig=None):
+        return write_fit_outputs(out, result, problem, data=data_events, mc=mc_events, significance=sig,
+                                 plots=plots, extra=mc_info, warnings=warnings)
+
+    paths = write()  # the fit is on disk before anything else can fail
+    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
     if significance:
-        with progress_bar() as bar:
-            task = bar.add_task("significance refits", total=len(m.resonance_names))
-            sig = significances(m, data_events, mc_events, result, config,
-                                progress=lambda name: bar.advance(task))
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task("significance refits", total=len(m.resonance_names))
+                sig = significances(m, data_events, mc_events, result, config,
+                                    progress=lambda name: bar.advance(task))
+        except (FitError, ModelCardError) as exc:
+            raise UserError(f"--significance: {exc} (the fit itself is written to {out / 'result.json'})") from None
         for s in sig:
             typer.echo(f"  {s.resonance:<14} {s.sigma:6.1f} sigma  (Delta NLL {s.delta_nll:.2f}, "
                        f"{s.n_parameters} parameters)")
-    paths = write_fit_outputs(out, result, problem, data=data_events, mc=mc_events,
-                              significance=sig, plots=plots, extra=mc_info)
-    typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")
+        write(sig)
+        typer.echo(f"added the significances to {out / 'result.json'} and {out / 'report.md'}")
     if not result.converged:
         typer.echo("warning: the fit did not converge (see report.md)", err=True)
         raise typer.Exit(3)
+
+
+def _input_warnings(model, data, mc, seed: int, strict: bool) -> tuple[list[str], dict]:
+    """Checks of the fit's inputs that make a result doubtful: warnings, or with --strict errors.
+
+    The fit result itself warns about fewer effective data events than free
+    parameters (pwa.fit); --strict refuses them here, before the fit.
+    """
+    from pwa.coverage import mc_coverage
+
+    w = data.weight_array
+    n_eff = float(w.sum() ** 2 / np.sum(w**2))
+    if strict and n_eff < model.n_free:
+        raise UserError(f"--strict: the data have {n_eff:.1f} effective events ((sum w)^2 / sum w^2), fewer "
+                        f"than the {model.n_free} free parameters")
+    coverage = mc_coverage(data, mc, seed=seed)
+    if coverage.covered:
+        return [], coverage.to_dict()
+    if strict:
+        raise UserError(f"--strict: {coverage.message}")
+    typer.echo(f"warning: {coverage.message}", err=True)
+    return [coverage.message], coverage.to_dict()
 
 
 def _grid(spec: str, log: bool) -> list[float]:
@@ -321,6 +369,8 @@ def scan_fraction(
     from pwa.optimize import dumps
     from pwa.scans import plot_fraction_scan, scan_fraction as run_scan
 
+    check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
+                                           "--flow-model": flow_model}, files=("scan.md", "scan.json"))
     grid = _grid(targets, log=False)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     problem = FitProblem.build(m, data_events, mc_events)
@@ -372,6 +422,8 @@ def lasso_scan(
     from pwa.optimize import dumps
     from pwa.scans import lasso_scan as run_lasso, plot_lasso_path
 
+    check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
+                                           "--flow-model": flow_model}, files=("lasso.md", "lasso.json"))
     grid = _grid(lambdas, log=True)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     config = _fit_config(optimizer, 1, seed, 1.0, 0.0, grid[0])
@@ -445,18 +497,21 @@ def closure(
         hp["hidden"] = flow_hidden
     if flow_bins:
         hp["n_bins"] = flow_bins
+    check_output(out, folder=True, inputs={"--model": model, "--detector": detector_path(detector)},
+                 files=("report.md", "metrics.json"))
+    # Validate the cards before any toy starts; the toys are keyed on what they say.
+    from fastsim.events import load_detector_card
+    from pwa import load_model_card
+
+    from .closure import input_hashes
+
+    inputs = input_hashes(load_model_card(model), load_detector_card(detector))
     settings = ClosureSettings(model=str(model), toys=toys, n_data=n_data, n_train=n_train, n_flow=n_flow,
                                n_reference=n_reference, seed=seed, detector=detector, reweight=reweight,
                                flow_epochs=flow_epochs, flow_minutes=flow_minutes, flow_hyperparameters=hp,
                                optimizer=optimizer, flow_batch_size=flow_batch_size, flow_learning_rate=flow_lr,
                                flow_patience=flow_patience, flow_fold=flow_fold, flow_bootstrap=flow_bootstrap,
-                               flow_gates=flow_gates)
-    # Validate the cards before any toy starts.
-    from fastsim.events import load_detector_card
-    from pwa import load_model_card
-
-    load_model_card(model)
-    load_detector_card(detector)
+                               flow_gates=flow_gates, inputs=inputs)
     with progress_bar() as bar:
         task = bar.add_task("closure toys", total=toys)
         summary = run_closure(settings, out, workers=workers, executor=executor, scheduler=scheduler,
@@ -466,8 +521,9 @@ def closure(
                f"({summary['wall_time_this_run_s']:.0f} s)")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``pwa ...`` (``argv`` for calling it from Python)."""
+    raise SystemExit(run_app(app, "pwa", argv))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ _LAZY = {
     "validate_simulator": "fastsim.validation",
     "CheckpointError": "fastsim.errors",
     "TrainingError": "fastsim.errors",
+    "SamplingError": "fastsim.errors",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -14,7 +14,8 @@ code runs on load) holding
 * ``validation``: metrics of ``fastsim validate`` (or None).
 
 Every write is atomic, so an interrupted save never leaves a truncated file
-under the final name.
+under the final name. Weights that are not finite (NaN or inf) are refused
+when loaded, as a corrupt checkpoint.
 """
 
 from __future__ import annotations
@@ -69,6 +70,25 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
+def check_finite_state(path: str | os.PathLike, state: dict, where: str = "model_state") -> None:
+    """Refuse a state dict (name -> tensor) with NaN or inf in a floating-point tensor.
+
+    Raises:
+        CheckpointError: naming ``path``, the first offending tensor, its count
+            of non-finite values and (for another state than ``model_state``) ``where``.
+    """
+    import torch
+
+    for name, tensor in state.items():
+        if not (torch.is_tensor(tensor) and (tensor.is_floating_point() or tensor.is_complex())):
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            in_state = "" if where == "model_state" else f" of {where}"
+            raise CheckpointError(f"{path}: parameter {name!r}{in_state} has {bad} non-finite values "
+                                  f"(NaN or inf); the checkpoint is corrupt")
+
+
 def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -> dict:
     """Read and validate a checkpoint.
 
@@ -81,7 +101,9 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
     Raises:
         CheckpointError: missing file, unreadable or truncated file, a torch
             file that is not a fastsim checkpoint, a newer format, missing
-            fields, another reaction or an inconsistent coordinate mapping.
+            fields, non-finite weights (in ``model_state`` or the training
+            state's ``current_state`` and ``best_state``), another reaction or
+            an inconsistent coordinate mapping.
     """
     import torch
 
@@ -105,6 +127,14 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks the field(s) {', '.join(missing)}")
+    states = {"model_state": data["model_state"]}
+    if isinstance(data.get("training"), dict):  # what a resume loads
+        states.update({f"training.{k}": data["training"][k] for k in ("current_state", "best_state")
+                       if k in data["training"]})
+    for where, state in states.items():
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: field {where} is not a dictionary of tensors")
+        check_finite_state(path, state, where)
     try:
         ck_reaction = Reaction.from_final_state(data["reaction"]["final_state"], data["reaction"]["parent"])
     except Exception as exc:
@@ -128,10 +158,16 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
 
 
 def simulator_from_checkpoint(data: dict, device: str = "cpu", *, state: str = "model_state"):
-    """A :class:`~fastsim.generator.FastSimulator` from a loaded checkpoint dictionary."""
+    """A :class:`~fastsim.generator.FastSimulator` from a loaded checkpoint dictionary.
+
+    ``state`` names the weights to load (a top-level field of ``data``);
+    non-finite ones raise :class:`CheckpointError`.
+    """
     from .generator import FastSimulator, build_model, resolve_device
 
     path = data.get("_path", "checkpoint")
+    if isinstance(data.get(state), dict):  # else load_state_dict below says what is wrong
+        check_finite_state(path, data[state], state)
     try:
         model = build_model(data["kind"], data["hyperparameters"])
     except (ValueError, TypeError) as exc:

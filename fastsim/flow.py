@@ -609,8 +609,12 @@ class SplineFlow(nn.Module):
                 out[s:s + SAMPLE_BLOCK] = v
         return out
 
-    def loss(self, u: torch.Tensor) -> torch.Tensor:
+    def loss(self, u: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood per event on the unit box.
+
+        With ``weights`` (n,), the mean of w_i times event i's negative
+        log-likelihood: the weighted NLL when the weights have mean 1 over the
+        sample (:func:`fastsim.training.fit` scales them so).
 
         With acceptance gates, log Z is estimated from points of the flow: in
         training from as many fresh ones as the batch has (torch's global
@@ -619,13 +623,16 @@ class SplineFlow(nn.Module):
         base points every epoch, so that validation losses compare).
         """
         if self.gates is None:
-            return -self.log_q_unit(u).mean()
+            nll = -self.log_q_unit(u)
+            return nll.mean() if weights is None else (weights.to(nll.dtype) * nll).mean()
         data = self.log_q_unit(u).to(torch.float64) + self.gates.log_g(self._lab_features(u))
         if self.training:
             log_z = self._log_z_surrogate(len(u), None)
         else:
             log_z = self._log_z_surrogate(Z_EVAL_SAMPLES, torch.Generator(device=u.device).manual_seed(Z_SEED))
-        return log_z - data.mean()
+        if weights is None:
+            return log_z - data.mean()
+        return (weights.to(data.dtype) * (log_z - data)).mean()
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -5,6 +5,7 @@ A fast simulator couples a density model on the unit box (a
 :class:`~fastsim.coords.CoordinateMap` and the reaction, and offers
 
 * ``sample(n, seed) -> Events`` / ``iter_sample`` (chunks, bounded memory),
+  every chunk checked: a non-finite event raises :class:`~fastsim.errors.SamplingError`,
 * ``log_prob(hv) -> (n,)`` the log density in the physical helicity variables
   (m in GeV, cosines, azimuths in rad), float64, every Jacobian included.
 """
@@ -22,6 +23,7 @@ from torch import nn
 from fastsim.events import Events, Reaction
 
 from .coords import CoordinateMap
+from .errors import SamplingError
 
 DEFAULT_CHUNK = 500_000
 
@@ -34,7 +36,7 @@ class UnitBoxModel(Protocol):
 
     def log_prob_unit(self, u: torch.Tensor) -> torch.Tensor: ...
     def sample_unit(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
-    def loss(self, u: torch.Tensor) -> torch.Tensor: ...
+    def loss(self, u: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def model_registry() -> dict[str, type[nn.Module]]:
@@ -110,6 +112,10 @@ class FastSimulator:
         """Yield (k, 5) float64 helicity-variable chunks, n rows in all.
 
         The same seed and chunk size give the same numbers.
+
+        Raises:
+            SamplingError: a chunk has rows that are not finite (NaN or inf),
+                e.g. from broken model weights; no such chunk is yielded.
         """
         if n <= 0:
             raise ValueError(f"number of events must be positive, got {n}")
@@ -117,11 +123,17 @@ class FastSimulator:
         done = 0
         while done < n:
             k = min(chunk_size, n - done)
-            u = self.model.sample_unit(k, gen)
+            u = self.model.sample_unit(k, gen).double().cpu().numpy()
             unfold = None
             if self.coords.fold:  # the image of each domain point: from the same generator
                 unfold = torch.rand((k, 4), generator=gen, dtype=torch.float64, device=self.device).cpu().numpy()
-            yield self.coords.from_unit(u.double().cpu().numpy(), unfold)
+            hv = self.coords.from_unit(u, unfold)
+            # from_unit clips an infinite u onto the box edge: the model's own output is checked too
+            bad = int(np.sum(~(np.isfinite(u).all(axis=1) & np.isfinite(hv).all(axis=1))))
+            if bad:
+                raise SamplingError(f"the {self.kind} model produced {bad} non-finite events (NaN or inf) "
+                                    f"among events {done}..{done + k - 1}; refusing to return them")
+            yield hv
             done += k
 
     def iter_sample(self, n: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[Events]:

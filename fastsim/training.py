@@ -5,7 +5,8 @@ batch; the loop (:func:`fit`) is plain Python around it: hold-out validation
 split, cosine learning-rate schedule, early stopping on the validation loss,
 an atomic checkpoint after every epoch that :func:`fit` can resume from
 (bit-for-bit the same result as an uninterrupted run on the same device),
-and callbacks for a progress display.
+and callbacks for a progress display. A weighted sample (e.g. weighted MC
+with its proposal weights) is trained on by the weighted likelihood.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import save_checkpoint
-from .errors import TrainingError
+from .errors import TrainingError, checked_weights
 from .generator import build_model
 
 
@@ -105,10 +106,14 @@ def model_hyperparameters(kind: str, coords, detector_card=None, hyperparameters
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
-               grad_clip: float = 5.0) -> float:
-    """One optimiser step on the model's loss; returns the loss before the step."""
+               grad_clip: float = 5.0, weights: torch.Tensor | None = None) -> float:
+    """One optimiser step on the model's loss; returns the loss before the step.
+
+    ``weights`` (n,): per-event weights of the batch, scaled to mean 1 over the
+    whole training sample (the model's ``loss`` averages w_i times event i's loss).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(batch)
+    loss = model.loss(batch) if weights is None else model.loss(batch, weights)
     if not torch.isfinite(loss):
         raise TrainingError(f"non-finite training loss {loss.item()}; lower the learning rate")
     loss.backward()
@@ -118,13 +123,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: torch.Tensor, batch_size: int = 65536) -> float:
-    """Mean loss over ``data`` (n, 5)."""
+def evaluate(model: nn.Module, data: torch.Tensor, batch_size: int = 65536,
+             weights: torch.Tensor | None = None) -> float:
+    """Mean loss over ``data`` (n, d); with ``weights`` (n,), sum_i w_i loss_i / sum_i w_i."""
     total = 0.0
     for s in range(0, len(data), batch_size):
         b = data[s:s + batch_size]
-        total += float(model.loss(b)) * len(b)
-    return total / len(data)
+        if weights is None:
+            total += float(model.loss(b)) * len(b)
+        else:
+            total += float(model.loss(b, weights[s:s + batch_size])) * len(b)
+    return total / (len(data) if weights is None else float(weights.sum()))
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,16 +152,57 @@ def _optimizer(model: nn.Module, config: TrainConfig, steps: int):
     return opt, sched
 
 
-def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | None = None,
+def _weights_summary(w: np.ndarray | None) -> dict:
+    """What the training state records of the sample's weights (all None: unweighted)."""
+    if w is None:
+        return {"weighted": False, "sum_weights": None, "effective_sample_size": None}
+    return {"weighted": True, "sum_weights": float(w.sum()),
+            "effective_sample_size": float(w.sum() ** 2 / np.sum(w**2))}
+
+
+def _check_resume_weights(resume: dict, summary: dict) -> None:
+    """Refuse to resume a weighted training without its weights, or the other way round."""
+    was = bool(resume.get("weighted", False))
+    if was and not summary["weighted"]:
+        raise TrainingError("the checkpoint was trained on a weighted sample; resume with the same weights")
+    if summary["weighted"] and not was:
+        raise TrainingError("the checkpoint was trained on an unweighted sample; cannot resume with weights")
+    if was and not (math.isclose(resume["sum_weights"], summary["sum_weights"], rel_tol=1e-9)
+                    and math.isclose(resume["effective_sample_size"], summary["effective_sample_size"],
+                                     rel_tol=1e-9)):
+        raise TrainingError(
+            f"the checkpoint was trained with weights of sum {resume['sum_weights']:.9g} and effective "
+            f"sample size {resume['effective_sample_size']:.9g}, not {summary['sum_weights']:.9g} and "
+            f"{summary['effective_sample_size']:.9g}; cannot resume with other weights")
+
+
+def fit(u: np.ndarray, config: TrainConfig, *, weights: np.ndarray | None = None,
+        checkpoint: str | os.PathLike | None = None,
         metadata: dict | None = None, resume: dict | None = None, device: str | torch.device = "cpu",
         on_batch: Callable[[dict], None] | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train a generator on unit-box coordinates.
 
+    With ``weights`` the loss is the weighted negative log-likelihood: each
+    batch's loss is sum_i w_i loss_i over the batch divided by (batch size x
+    the mean weight of the training split), the validation loss
+    sum_i w_i loss_i / sum_i w_i over the validation split. Normalising by
+    the split's mean rather than each batch's sum keeps the estimate unbiased
+    and finite when some weights are negative. The model then learns the
+    weighted density, e.g. the physical density of weighted MC. The
+    piecewise-linear pre-transform of a flow is still fitted to the
+    unweighted points (it only needs to be a bijection of the box).
+
     Args:
         u: (n_events, d) training sample in unit-box coordinates (d = the
             ``n_dim`` hyperparameter, 5 by default; 4 for folded coordinates).
         config: training settings.
+        weights: (n_events,) per-event weights, or None (unweighted). They must
+            be finite with a positive sum, and the training and validation
+            splits must each have a positive sum; single weights may be
+            negative. The checkpoint's training state records ``weighted``,
+            ``sum_weights`` and ``effective_sample_size`` (sum w)^2 / sum w^2,
+            and a resume must give the same weights (or none, if none were given).
         checkpoint: file written (atomically) after every epoch, or None.
         metadata: extra checkpoint fields (coordinates, reaction, detector, training file...).
         resume: the ``training`` dictionary of a checkpoint to continue from.
@@ -163,6 +213,10 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
     Returns:
         {"model": best model (eval mode), "history": [...], "stop_reason": str,
          "best_epoch": int, "best_val": float, "payload": the last checkpoint dict}.
+
+    Raises:
+        TrainingError: a bad sample or bad weights, a resume that does not
+            match, a non-finite loss.
     """
     device = torch.device(device)
     u = np.asarray(u, dtype=np.float64)
@@ -171,9 +225,20 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
         raise TrainingError(f"training sample must be (n >= 2, {n_dim}) unit coordinates, got {u.shape}")
     if not np.all(np.isfinite(u)) or u.min() < 0.0 or u.max() > 1.0:
         raise TrainingError("training sample has coordinates outside the unit box")
+    w = None if weights is None else checked_weights(weights, len(u), "training weights")
     tr_idx, va_idx = split_indices(len(u), config.val_fraction, config.seed)
     x_train = torch.as_tensor(u[tr_idx], dtype=torch.float32, device=device)
     x_val = torch.as_tensor(u[va_idx], dtype=torch.float32, device=device)
+    w_train = w_val = None
+    if w is not None:
+        for name, idx in (("training", tr_idx), ("validation", va_idx)):
+            if not w[idx].sum() > 0.0:
+                raise TrainingError(f"the weights of the {name} split sum to {w[idx].sum():.6g}; the sum "
+                                    f"must be positive (change the seed or val_fraction)")
+        # Training weights scaled to mean 1, so that a batch's loss is its weighted sum over its size.
+        w_train = torch.as_tensor(w[tr_idx] / w[tr_idx].mean(), dtype=torch.float64, device=device)
+        w_val = torch.as_tensor(w[va_idx], dtype=torch.float64, device=device)
+    weight_summary = _weights_summary(w)
     n_batches = math.ceil(len(x_train) / config.batch_size)
 
     torch.manual_seed(config.seed)
@@ -184,17 +249,19 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
             model.fit_pre_transform(torch.as_tensor(u[tr_idx], dtype=torch.float64, device=device))
         state = {"epoch": 0, "history": [], "best_val": math.inf, "best_epoch": 0, "bad_epochs": 0,
                  "elapsed_s": 0.0, "finished": False, "stop_reason": None, "n_train": len(x_train),
-                 "n_val": len(x_val)}
+                 "n_val": len(x_val), **weight_summary}
         best_state = copy.deepcopy(model.state_dict())
     else:
         if resume.get("n_train") != len(x_train) or resume.get("n_val") != len(x_val):
             raise TrainingError("the checkpoint was trained on a sample of another size; cannot resume")
+        _check_resume_weights(resume, weight_summary)
         model.load_state_dict(resume["current_state"])
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         best_state = resume["best_state"]
         state = {k: resume[k] for k in ("epoch", "history", "best_val", "best_epoch", "bad_epochs",
                                         "elapsed_s", "finished", "stop_reason", "n_train", "n_val")}
+        state.update(weight_summary)
         state["history"] = list(state["history"])
     hp = dict(model.hyperparameters)
     meta = dict(metadata or {})
@@ -218,15 +285,16 @@ def fit(u: np.ndarray, config: TrainConfig, *, checkpoint: str | os.PathLike | N
         t_epoch = time.perf_counter()
         running = 0.0
         for b in range(n_batches):
-            batch = x_train[perm[b * config.batch_size:(b + 1) * config.batch_size]]
-            loss = train_step(model, opt, batch, config.grad_clip)
+            idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+            loss = train_step(model, opt, x_train[idx], config.grad_clip,
+                              None if w_train is None else w_train[idx])
             sched.step()
             running += loss
             if on_batch is not None:
                 on_batch({"epoch": epoch, "batch": b + 1, "n_batches": n_batches, "loss": loss})
         model.eval()
         torch.manual_seed(config.seed * 100_043 + epoch)
-        val = evaluate(model, x_val)
+        val = evaluate(model, x_val, weights=w_val)
         if not math.isfinite(val):
             raise TrainingError(f"non-finite validation loss at epoch {epoch}")
         record = {"epoch": epoch, "train_loss": running / n_batches, "val_loss": val,

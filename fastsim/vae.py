@@ -106,13 +106,18 @@ class VAE(nn.Module):
         return torch.where(self.is_circ, wrapped, lin).sum(dim=-1)
 
     # -- interface -------------------------------------------------------
-    def loss(self, u: torch.Tensor) -> torch.Tensor:
-        """Negative ELBO per event (one reparameterised latent sample)."""
+    def loss(self, u: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative ELBO per event (one reparameterised latent sample).
+
+        With ``weights`` (n,), the mean of w_i times event i's negative ELBO
+        (weights of mean 1 over the sample, as in :meth:`fastsim.flow.SplineFlow.loss`).
+        """
         mu, log_sig = self._encode(u)
         z = mu + torch.exp(log_sig) * torch.randn_like(mu)
         dmu, dsig = self._decode(z)
         kl = 0.5 * (mu**2 + torch.exp(2 * log_sig) - 1.0 - 2 * log_sig).sum(dim=1)
-        return (kl - self._log_lik(u, dmu, dsig)).mean()
+        neg_elbo = kl - self._log_lik(u, dmu, dsig)
+        return neg_elbo.mean() if weights is None else (weights.to(neg_elbo.dtype) * neg_elbo).mean()
 
     def log_prob_unit(self, u: torch.Tensor, generator: torch.Generator | None = None,
                       n_importance: int | None = None) -> torch.Tensor:

@@ -35,7 +35,7 @@ from .errors import FitError
 from .fit_result import FitConfig, FitResult, Significance
 from .optimize import Minimizer, MinimizeResult, best_of_starts, hessian_summary, propagate
 from .parallel import check_executor, map_tasks
-from .problem import FitProblem, PortableProblem
+from .problem import FitProblem, PortableProblem, effective_size
 from .starts import random_starts
 from .workers import worker_minimizer
 
@@ -119,6 +119,9 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
     Hessian rows are meaningless there. They are reported "at limit" with a
     zero error; the fit converges if the remaining Hessian is positive
     definite and its EDM is small.
+
+    Warnings (:attr:`FitResult.warnings`): fewer effective data events
+    (sum w)^2 / sum w^2 than free parameters (:func:`effective_size_warning`).
     """
     model = problem.model
     names = model.parameter_names
@@ -157,7 +160,28 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
         sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F),
         fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(max(sf_var, 0.0))),
         sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
-        wall_time=wall, config=config, at_limit=excluded)
+        wall_time=wall, config=config, at_limit=excluded, warnings=fit_warnings(problem))
+
+
+def fit_warnings(problem: FitProblem) -> tuple[str, ...]:
+    """Warnings about a problem whose statistics a converged fit cannot make right."""
+    message = effective_size_warning(_effective_data_events(problem), problem.model.n_free)
+    return (message,) if message else ()
+
+
+def effective_size_warning(n_effective: float, n_free: int) -> str | None:
+    """One line if the effective data size is below the number of free parameters, else None."""
+    if n_effective >= n_free:
+        return None
+    return (f"the data have {n_effective:.3g} effective events ((sum w)^2 / sum w^2), fewer than the "
+            f"{n_free} free parameters: the errors and the convergence are not meaningful")
+
+
+def _effective_data_events(problem: FitProblem) -> float:
+    if problem.effective_data_events is not None:
+        return problem.effective_data_events
+    # A problem assembled by hand: from its data weights (zero-weight padding changes nothing).
+    return effective_size(np.asarray(problem.data_cache.weights))
 
 
 def significance_from_delta_nll(delta_nll: float, n_parameters: int) -> tuple[float, float]:

@@ -53,7 +53,10 @@ class FitResult:
 
     Array shapes: ``values``/``errors`` (n_free,), ``covariance`` (n_free,
     n_free), ``fractions``/``fraction_errors`` (n_res, n_res) with F_R on the
-    diagonal and interference fractions off it.
+    diagonal and interference fractions off it. ``warnings``: one line each
+    about statistics that may not be right although the fit converged (e.g.
+    fewer effective data events than free parameters); printed after the
+    table, one ``warning: ...`` line each, and listed in ``to_dict()["warnings"]``.
     """
 
     model_source: str
@@ -81,6 +84,7 @@ class FitResult:
     wall_time: float
     config: FitConfig
     at_limit: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    warnings: tuple[str, ...] = ()
 
     @property
     def positive_definite(self) -> bool:
@@ -132,6 +136,7 @@ class FitResult:
             "distinct_minima": [{"nll": f, "converged": c} for f, c in self.minima],
             "wall_time_s": self.wall_time,
             "config": asdict(self.config),
+            "warnings": list(self.warnings),
         }
 
     def to_json(self) -> str:
@@ -160,6 +165,7 @@ class FitResult:
                          f"{100 * self.fraction_errors[i, i]:>7.2f}")
         lines.append(f"  {'SF':<{wr}}  {100 * self.sum_of_fractions:>8.2f}  "
                      f"{100 * self.sum_of_fractions_error:>7.2f}")
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 

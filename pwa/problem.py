@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fastsim.events import Events
+from fastsim.events.io import weight_problem
 
 from .amplitude import Model, require_x64
 from .caches import Cache, EventCache
@@ -54,19 +55,27 @@ class FitProblem:
     n_mc: int
     sum_data_weights: float
     weighted_data: bool
+    #: Effective number of data events (sum w)^2 / sum w^2; None: compute from the data cache.
+    effective_data_events: float | None = None
 
     @classmethod
     def build(cls, model: Model, data: Events, mc: Events, *, quadrature_panels: int = 120,
               gen_cache: Cache | None = None, gen_events: int = 1_000_000, gen_seed: int = 0) -> "FitProblem":
-        """Precompute the caches (the expensive, parameter-independent part)."""
+        """Precompute the caches (the expensive, parameter-independent part).
+
+        Raises:
+            FitError: data or MC of another reaction than the model's, an
+                empty sample, or weights that are not finite, all zero or sum
+                to a non-positive number (:func:`check_sample`).
+        """
         require_x64()
         if data.reaction != model.reaction:
             raise FitError(f"data are {' '.join(data.reaction.particles)} events but the model "
                            f"{model.card.source} describes {' '.join(model.reaction.particles)}")
         if mc.reaction != model.reaction:
             raise FitError("normalisation MC and model describe different reactions")
-        if np.any(mc.weight_array < 0) and mc.weight_array.sum() <= 0:
-            raise FitError("normalisation MC weights sum to a non-positive number")
+        for label, events in (("data", data), ("normalisation MC", mc)):
+            check_sample(label, events)
         fixed = not model.floating_lineshapes
         data_cache = model.precompute(data)
         mc_cache = model.precompute(mc, normalisation_matrix=fixed)
@@ -75,7 +84,7 @@ class FitProblem:
                                         seed=gen_seed)
         w = data.weight_array
         return cls(model, data_cache, mc_cache, gen_cache, len(data), len(mc), float(w.sum()),
-                   bool(np.any(w != 1.0)))
+                   bool(np.any(w != 1.0)), effective_size(w))
 
     @property
     def caches(self) -> tuple[EventCache, Cache, Cache]:
@@ -140,14 +149,15 @@ class FitProblem:
         caches = jax.tree_util.tree_map(np.asarray, self.caches)
         scalars = (self.n_data, self.n_mc, self.sum_data_weights, self.weighted_data)
         h = hashlib.blake2b(digest_size=16)
-        h.update(repr((card, source, scalars)).encode())
+        h.update(repr((card, source, scalars, self.effective_data_events)).encode())
         for label, cache in zip(("data", "mc", "gen"), caches):
             h.update(f"{label}:{jax.tree_util.tree_structure(cache)}".encode())  # type, folded, fields set
             for key, value in sorted(cache.arrays().items()):
                 a = np.ascontiguousarray(value)
                 h.update(f"{label}.{key}:{a.dtype}{a.shape}".encode())
                 h.update(a)  # the buffer itself, no copy
-        return PortableProblem(card, source, *caches, *scalars, digest=h.hexdigest())
+        return PortableProblem(card, source, *caches, *scalars, digest=h.hexdigest(),
+                               effective_data_events=self.effective_data_events)
 
     def sandwich_covariance(self, p: np.ndarray, hessian_inverse: np.ndarray) -> np.ndarray:
         """H^-1 C H^-1 with C = sum_i w_i^2 g_i g_i^T, g_i = grad ln(I(x_i)/norm)."""
@@ -160,6 +170,31 @@ class FitProblem:
         w = np.asarray(self.data_cache.weights)
         C = (G * (w**2)[:, None]).T @ G
         return hessian_inverse @ C @ hessian_inverse
+
+
+def check_sample(label: str, events: Events) -> None:
+    """Refuse a sample a fit cannot use: no events, or unusable weights.
+
+    Args:
+        label: what the sample is, for the message (``"data"``, ``"normalisation MC"``).
+        events: the sample.
+
+    Raises:
+        FitError: one line naming the sample and what was expected.
+    """
+    if len(events) == 0:
+        raise FitError(f"{label}: the sample holds no events; expected at least one")
+    if events.weights is not None:
+        problem = weight_problem(events.weights, f"{label}: the weights", plural=True)
+        if problem:
+            raise FitError(problem)
+
+
+def effective_size(weights: np.ndarray) -> float:
+    """Kish effective sample size (sum w)^2 / sum w^2 of (n_events,) weights (0 if all are zero)."""
+    w = np.asarray(weights, dtype=np.float64)
+    w2 = float(np.sum(w * w))
+    return float(np.sum(w)) ** 2 / w2 if w2 > 0 else 0.0
 
 
 def objective_structure(config: FitConfig) -> tuple[bool, bool, float]:
@@ -181,6 +216,7 @@ class PortableProblem:
         data_cache, mc_cache, gen_cache: the caches, of numpy arrays.
         n_data, n_mc, sum_data_weights, weighted_data: as in FitProblem.
         digest: content hash of all the above; workers memoise by it.
+        effective_data_events: as in FitProblem.
     """
 
     card: dict
@@ -193,10 +229,12 @@ class PortableProblem:
     sum_data_weights: float
     weighted_data: bool
     digest: str
+    effective_data_events: float | None = None
 
     def build(self) -> FitProblem:
         """The FitProblem again (float64 JAX arrays; no event is read or precomputed)."""
         require_x64()
         model = Model.from_card(parse_model_card(self.card, source=self.source))
         caches = jax.tree_util.tree_map(jnp.asarray, (self.data_cache, self.mc_cache, self.gen_cache))
-        return FitProblem(model, *caches, self.n_data, self.n_mc, self.sum_data_weights, self.weighted_data)
+        return FitProblem(model, *caches, self.n_data, self.n_mc, self.sum_data_weights, self.weighted_data,
+                          self.effective_data_events)

@@ -30,11 +30,15 @@ def _jp(spin: int | None, parity: int | None, c_parity: int | None = None) -> st
 
 
 def fit_report_markdown(result: FitResult, model, significance: Sequence[Significance] | None = None,
-                        title: str = "Fit result", plots: Sequence[PlotFile] = ()) -> str:
-    """Markdown report: resonance table (as seed Table 2), interference, parameters, fit status, plots.
+                        title: str = "Fit result", plots: Sequence[PlotFile] = (),
+                        warnings: Sequence[str] = ()) -> str:
+    """Markdown report: fit status, warnings, resonance table (as seed Table 2), interference,
+    parameters, plots.
 
     A resonance without couplings of its own (the phi of psi(2S) -> phi f_J)
-    is listed without a fraction: it is part of every component.
+    is listed without a fraction: it is part of every component. The
+    "Warnings" section lists ``result.warnings`` and then ``warnings`` (e.g.
+    the MC coverage check of the command line), when there are any.
     """
     sig = {s.resonance: s for s in significance or []}
     reaction = model.reaction
@@ -49,6 +53,9 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
              f"{'sandwich (weighted data)' if result.sandwich else 'inverse exact Hessian'}.", ""]
     if len(result.minima) > 1:
         lines += ["Distinct minima found (NLL~): " + ", ".join(f"{f:.3f}" for f, _ in result.minima), ""]
+    all_warnings = _merge_warnings(result.warnings, warnings)
+    if all_warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in all_warnings] + [""]
     # Resonances of parent -> gamma P1 P2 are produced with a photon and decay
     # into P1 P2: C = + (the first version's J^PC column); elsewhere J^P.
     radiative = reaction.is_radiative_pair
@@ -107,9 +114,15 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
     return "\n".join(lines)
 
 
+def _merge_warnings(*groups: Sequence[str]) -> list[str]:
+    """The warnings of all groups in order, each once."""
+    return list(dict.fromkeys(w for group in groups for w in group))
+
+
 def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProblem, *,
                       data: Events, mc: Events, significance: Sequence[Significance] | None = None,
-                      plots: bool = True, extra: dict | None = None) -> list[Path]:
+                      plots: bool = True, extra: dict | None = None,
+                      warnings: Sequence[str] = ()) -> list[Path]:
     """Write result.json, report.md and (optionally) the projection PNGs into out_dir.
 
     Args:
@@ -121,6 +134,9 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
         significance: optional significance of each resonance.
         plots: write the plots of :func:`pwa.plots.write_fit_plots`, listed in report.md.
         extra: more keys for result.json (e.g. the MC source).
+        warnings: more warnings (e.g. the MC coverage check), added after
+            ``result.warnings`` to result.json's "warnings" and to the
+            report's "Warnings" section.
 
     Returns:
         result.json, report.md, then the plots.
@@ -132,6 +148,7 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
         d["significance"] = {s.resonance: s.to_dict() for s in significance}
     if extra:
         d.update(extra)
+    d["warnings"] = _merge_warnings(result.warnings, d.get("warnings", ()), warnings)
     written: list[PlotFile] = []
     if plots:
         intensity = np.asarray(problem.model.intensity(jnp.asarray(result.values), problem.mc_cache))
@@ -143,5 +160,6 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
             title += f"   ({Path(result.model_source).name})"
         written = write_fit_plots(data, mc, mc.weight_array * intensity, out, title=title)
     write_text_atomic(out / "result.json", dumps(d))
-    write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance, plots=written))
+    write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance, plots=written,
+                                                             warnings=d["warnings"]))
     return [out / "result.json", out / "report.md"] + [p.path for p in written]

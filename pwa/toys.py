@@ -51,6 +51,7 @@ import numpy as np
 from scipy import optimize
 
 from fastsim.events import Detector, Events, PhaseSpace
+from fastsim.events.mc import MIN_ACCEPTANCE, LowAcceptanceError
 
 from .amplitude import Model, require_x64
 from .errors import GenerationError
@@ -63,6 +64,9 @@ DEFAULT_SCAN = 500_000
 #: Phase-space toys: proposals whose events are held back (see :func:`_iter_phase_space_toys`).
 DEFAULT_HOLD = 2_000_000
 MAX_RESTARTS = 5
+#: Toys (kept by accept-reject) through the detector after which an acceptance below
+#: ``MIN_ACCEPTANCE`` (none passed, at this point) stops the generation: a card to check, found in seconds.
+DETECTOR_CHECK_AFTER = 100_000
 
 
 @lru_cache(maxsize=8)
@@ -405,7 +409,7 @@ def iter_toys(model: Model, n: int, detector: Detector, *, p: np.ndarray | None 
 def _accepted(n: int, chunk_size: int, draw: Callable[[], Events], detector: Detector, rng: np.random.Generator,
               stats: dict | None) -> Iterator[Events]:
     """Chunks of ``draw()``'s kept events through the detector until n are accepted (n in all)."""
-    proposed = hit = accepted = 0
+    proposed = hit = passed = accepted = 0
     if stats is not None:
         stats.update(n_proposed=0, n_hit=0, n_accepted=0)
     while accepted < n:
@@ -413,6 +417,13 @@ def _accepted(n: int, chunk_size: int, draw: Callable[[], Events], detector: Det
         acc = detector.apply(gen, rng)
         proposed += chunk_size
         hit += len(gen)
+        passed += len(acc)
+        if hit >= DETECTOR_CHECK_AFTER and passed < max(1.0, MIN_ACCEPTANCE * hit):
+            raise LowAcceptanceError(
+                f"{detector.card.source if detector.card is not None else 'the generator level'}: {passed} of "
+                f"{hit} generated {gen.reaction} toy events passed (acceptance x efficiency below "
+                f"{max(1.0 / hit, MIN_ACCEPTANCE):.2g}); {n} events would need more than "
+                f"{n * hit / max(passed, 1):.3g} toys: check the detector card's cuts")
         if len(acc) > n - accepted:
             acc = acc.subset(slice(0, n - accepted))
         accepted += len(acc)

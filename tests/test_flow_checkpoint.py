@@ -166,8 +166,13 @@ def test_cli_train_sample_validate(mc_events, tmp_path):
     from fastsim.events import read_events
 
     assert len(read_events(out, JPSI_GAMMA_KK)) == 5000
+    before = model.read_bytes()
     r = runner.invoke(app, ["validate", "--model", str(model), "--reference", str(ref),
                             "--out", str(tmp_path / "val")])
+    assert r.exit_code == 0, r.output
+    assert model.read_bytes() == before  # validate reads the checkpoint only, unless --record
+    r = runner.invoke(app, ["validate", "--model", str(model), "--reference", str(ref),
+                            "--out", str(tmp_path / "val"), "--record"])
     assert r.exit_code == 0, r.output
     import json
 

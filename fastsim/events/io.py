@@ -144,7 +144,9 @@ def read_events(path: str | os.PathLike, reaction: Reaction, *,
         EventFileError: naming the file, the column and the number of
             offending rows, for a missing file or column, an empty file,
             NaN/inf, E < |p|, an invariant mass far from the particle's mass,
-            or a total four-momentum far from (m_parent, 0, 0, 0).
+            a total four-momentum far from (m_parent, 0, 0, 0), or a
+            ``weight`` column that is all zero or sums to a non-positive
+            number (:func:`weight_problem`).
     """
     path = Path(path)
     fmt = _format(path)
@@ -197,7 +199,44 @@ def read_events(path: str | os.PathLike, reaction: Reaction, *,
     weights = None
     if "weight" in cols:
         weights = cols["weight"].astype(np.float64)
+        problem = weight_problem(weights)
+        if problem:
+            raise EventFileError(f"{path}: {problem}")
     return Events(mom, weights, reaction=reaction)
+
+
+def weight_problem(weights: np.ndarray, subject: str = "column 'weight'", *, plural: bool = False) -> str | None:
+    """Why event weights cannot be a sample's weights (one sentence), or None if they can.
+
+    Negative weights are allowed (sideband subtraction, reweighted MC), but
+    weights that are not finite, all zero, or sum to a non-positive number
+    have no meaning as a likelihood or a normalisation sum: a fit to them
+    "converges" with zero errors.
+
+    Args:
+        weights: (n_events,) weights.
+        subject: what the sentence is about, e.g. ``"column 'weight'"`` or
+            ``"data: the weights"`` (then ``plural=True``).
+        plural: whether ``subject`` takes a plural verb.
+
+    Returns:
+        None, or e.g. "column 'weight' sums to -2000 (2000 events); expected
+        a positive sum (negative weights are allowed, e.g. sideband
+        subtraction, but not a non-positive total)".
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    n = w.size
+    has, is_, sums = ("have", "are", "sum") if plural else ("has", "is", "sums")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        return f"{subject} {has} {int(bad.sum())} of {n} value(s) NaN or inf; expected finite weights"
+    if not w.any():
+        return f"{subject} {is_} zero in all {n} events; expected a positive sum"
+    total = float(w.sum())
+    if total <= 0.0:
+        return (f"{subject} {sums} to {total:.6g} ({n} events); expected a positive sum (negative weights "
+                f"are allowed, e.g. sideband subtraction, but not a non-positive total)")
+    return None
 
 
 class EventWriter:

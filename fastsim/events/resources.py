@@ -58,3 +58,12 @@ def shipped(name: str) -> Path:
         raise ShippedFileError(f"{name}: not a shipped file of this installation ({path} is missing); "
                                f"shipped: {', '.join(shipped_files()) or 'nothing'}")
     return path
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` lies inside this installation's shipped models folder."""
+    try:
+        root = _models_root().resolve()
+    except ShippedFileError:
+        return False
+    return Path(path).expanduser().resolve().is_relative_to(root)
