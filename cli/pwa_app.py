@@ -150,7 +150,10 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
 def _fit_config(optimizer: str, starts: int, seed: int, sf_target: float, sf_lambda: float,
                 lasso: float):
     from pwa.fit_result import FitConfig
+    from pwa.optimize import OPTIMIZERS
 
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer {optimizer!r}: not an optimizer; choose one of {', '.join(OPTIMIZERS)}")
     return FitConfig(optimizer=optimizer, starts=starts, seed=seed, sf_target=sf_target,
                      sf_lambda=sf_lambda, lasso=lasso)
 
@@ -263,12 +266,12 @@ def fit(
         raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
     mesh = _device_setup(devices, distributed)
 
+    config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     if significance and len(m.resonance_names) < 2:
         raise UserError(f"--significance: {model} has one resonance; there is no reduced model to refit")
     warnings, coverage = _input_warnings(m, data_events, mc_events, seed, strict)
     mc_info = {**mc_info, "mc_coverage": coverage}
-    config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
     problem = FitProblem.build(m, data_events, mc_events)
     fit_problem = problem
@@ -372,9 +375,9 @@ def scan_fraction(
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
                                            "--flow-model": flow_model}, files=("scan.md", "scan.json"))
     grid = _grid(targets, log=False)
+    config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     problem = FitProblem.build(m, data_events, mc_events)
-    config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
     with progress_bar() as bar:
         task = bar.add_task("fraction scan", total=len(grid))
         points = run_scan(problem, grid, config, progress=lambda p: bar.advance(task), executor=executor,
@@ -425,8 +428,8 @@ def lasso_scan(
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
                                            "--flow-model": flow_model}, files=("lasso.md", "lasso.json"))
     grid = _grid(lambdas, log=True)
-    m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     config = _fit_config(optimizer, 1, seed, 1.0, 0.0, grid[0])
+    m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
     with progress_bar() as bar:
         task = bar.add_task("LASSO path", total=len(grid))
         path, best = run_lasso(m, data_events, mc_events, grid, config, threshold=threshold,
@@ -499,6 +502,7 @@ def closure(
         hp["n_bins"] = flow_bins
     check_output(out, folder=True, inputs={"--model": model, "--detector": detector_path(detector)},
                  files=("report.md", "metrics.json"))
+    _fit_config(optimizer, 1, seed, 1.0, 0.0, 0.0)  # an unknown optimizer fails here, not in every toy
     # Validate the cards before any toy starts; the toys are keyed on what they say.
     from fastsim.events import load_detector_card
     from pwa import load_model_card
