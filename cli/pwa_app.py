@@ -217,9 +217,14 @@ def _device_setup(devices: int, distributed: bool):
 @app.command()
 @handle_errors
 def fit(
-    model: Path = _MODEL,
-    data: Path = _DATA,
-    mc: str = _MC,
+    model: Path = typer.Option(None, "--model", help="Model card (YAML); or --fit-card."),
+    data: Path = typer.Option(None, "--data", help="Data event file (.parquet, .root, .npz); or --fit-card."),
+    mc: str = typer.Option(None, "--mc", help="Normalisation MC: an event file, or 'flow' to sample the fast "
+                                              "simulator; or --fit-card."),
+    fit_card: Path = typer.Option(None, "--fit-card",
+                                  help="A joint fit of several channels sharing parameters (YAML: channels with "
+                                       "model, data and mc each, and the shared parameter names) instead of "
+                                       "--model/--data/--mc; see the README, 'Several data sets in one fit'."),
     flow_model: Path = _FLOW,
     n_mc: int = _NMC,
     out: Path = typer.Option(Path("fit_out"), "--out", help="Output folder."),
@@ -259,6 +264,15 @@ def fit(
     from pwa.report import write_fit_outputs
     from pwa.sharding import shard_problem
 
+    if fit_card is not None:
+        if model is not None or data is not None or mc is not None:
+            raise UserError("--fit-card names the channels' cards, data and MC: give it without --model, --data "
+                            "and --mc")
+        return _joint_fit(fit_card, out, _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso), plots)
+    missing = [flag for flag, v in (("--model", model), ("--data", data), ("--mc", mc)) if v is None]
+    if missing:
+        raise UserError(f"missing option {', '.join(missing)}: a fit needs --model, --data and --mc "
+                        "(or --fit-card for a joint fit)")
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
                                            "--flow-model": flow_model, "--reweight": reweight},
                  files=("result.json", "report.md"))
@@ -305,6 +319,44 @@ def fit(
         typer.echo(f"added the significances to {out / 'result.json'} and {out / 'report.md'}")
     if not result.converged:
         typer.echo("warning: the fit did not converge (see report.md)", err=True)
+        raise typer.Exit(3)
+
+
+def _joint_fit(fit_card: Path, out: Path, config, plots: bool) -> None:
+    """``pwa fit --fit-card``: the joint fit of the card's channels (pwa.joint)."""
+    from fastsim.events import read_events, write_text_atomic
+    from pwa import Model, load_model_card
+    from pwa.joint import JointProblem, fit_joint, load_fit_card
+    from pwa.problem import FitProblem
+    from pwa.report import write_fit_outputs
+
+    card = load_fit_card(fit_card)
+    inputs = {"--fit-card": fit_card}
+    for c, entry in card.channels.items():
+        inputs.update({f"{c}.model": card.path(entry.model), f"{c}.data": card.path(entry.data),
+                       f"{c}.mc": card.path(entry.mc)})
+    check_output(out, folder=True, inputs=inputs, files=("joint.json", "joint.md"))
+    channels, events, warnings = {}, {}, {}
+    for c, entry in card.channels.items():
+        m = Model.from_card(load_model_card(card.path(entry.model)))
+        d = read_events(card.path(entry.data), m.reaction)
+        mc = read_events(card.path(entry.mc), m.reaction)
+        warnings[c], _ = _input_warnings(m, d, mc, config.seed, strict=False)
+        typer.echo(f"channel {c}: {m} with {len(d)} events ({len(mc)} MC events)", err=True)
+        channels[c] = FitProblem.build(m, d, mc)
+        events[c] = (d, mc)
+    result = fit_joint(JointProblem.build(channels, card.shared), config)
+    typer.echo(str(result))
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "joint.json", result.to_json())
+    write_text_atomic(out / "joint.md", f"# Joint fit of {fit_card}\n\n```\n{result}\n```\n")
+    for c, r in result.channels.items():
+        d, mc = events[c]
+        write_fit_outputs(out / c, r, channels[c], data=d, mc=mc, plots=plots, warnings=warnings[c],
+                          extra={"fit_card": str(fit_card), "channel": c})
+    typer.echo(f"wrote joint.json, joint.md and {', '.join(result.channels)}/ (result.json, report.md) to {out}")
+    if not result.converged:
+        typer.echo("warning: the joint fit did not converge", err=True)
         raise typer.Exit(3)
 
 

@@ -74,7 +74,7 @@ from fastsim.events.cards import read_yaml_card
 from fastsim.events.particles import particle_info
 
 from .errors import ModelCardError
-from .lineshapes import LINESHAPES, Bound
+from .lineshapes import LINESHAPES, Bound, LineshapeType
 
 #: A coupling key: lambda_R (J/psi -> gamma P P cards) or "a b" (helicities, or L S).
 CouplingKey = int | str
@@ -191,7 +191,8 @@ class ResonanceCard(_Strict):
         kind = v.get("type")
         if kind not in LINESHAPES:
             raise ValueError(f"type {kind!r} is not a known lineshape; known: {', '.join(LINESHAPES)}")
-        ls = LINESHAPES[kind]
+        # A family (KMatrix) builds this card's own type and writes the mapping in its flat form.
+        ls, v = LINESHAPES[kind].for_card(v)
         unknown = sorted(set(v) - {"type", *ls.parameters})
         if unknown:
             raise ValueError(f"{kind} has no parameter(s) {', '.join(unknown)}; "
@@ -232,7 +233,7 @@ class ResonanceCard(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ResonanceCard":
-        params = LINESHAPES[self.lineshape["type"]].parameters
+        params = self.lineshape_spec.parameters
         for name in self.float_:
             if name not in params:
                 raise ValueError(f"float: {name!r} is not a parameter of lineshape "
@@ -255,6 +256,11 @@ class ResonanceCard(_Strict):
         return self.lineshape["type"]
 
     @property
+    def lineshape_spec(self) -> LineshapeType:
+        """The lineshape type: the registered one, or, for a family (KMatrix), this card's own."""
+        return LINESHAPES[self.lineshape_type].for_card(self.lineshape)[0]
+
+    @property
     def lineshape_parameters(self) -> dict[str, float]:
         """Lineshape parameter values (defaults filled in), without ``type``."""
         return {k: v for k, v in self.lineshape.items() if k != "type"}
@@ -263,7 +269,7 @@ class ResonanceCard(_Strict):
         """Fit bounds of a lineshape parameter: the card's, else the lineshape's default."""
         if name in self.bounds:
             return self.bounds[name]
-        return LINESHAPES[self.lineshape_type].bounds.get(name, (None, None))
+        return self.lineshape_spec.bounds.get(name, (None, None))
 
 
 class ModelCard(_Strict):

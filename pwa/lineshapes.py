@@ -11,6 +11,15 @@ New lineshapes register themselves with :func:`register_lineshape`; the model
 card, the model and the contract tests pick them up from :data:`LINESHAPES`
 with no other change.
 
+A lineshape *family* has a card-dependent set of parameters (the K-matrix of
+:mod:`pwa.kmatrix`: its poles and channels come from the card). It registers
+one type with an ``example`` (for the contract tests) and a ``specialise``
+hook; :meth:`LineshapeType.for_card` turns a card's lineshape mapping into the
+type of that card (its own parameter names, bounds and example) and the
+mapping in canonical form, whose keys are exactly those parameter names. The
+registered ``function`` and ``validate`` work for every member: they read the
+structure off the names of the parameters they are given.
+
 Conventions (written here because PHYSICS.md leaves them open):
 
 * ``q`` is the P1 momentum in the X rest frame, ``z = (q d)^2`` with the meson
@@ -32,7 +41,9 @@ Conventions (written here because PHYSICS.md leaves them open):
   ``+ g_KK |rho_KK|`` in the denominator (the physical sheet). It is the
   physical choice and the default for the seed card's f0(980) (psi(2S) ->
   phi f_J); ``Flatte_abs`` below reproduces the author's code;
-* ``NR``: ``1`` (a constant S-wave term).
+* ``NR``: ``1`` (a constant S-wave term);
+* ``KMatrix``: the coupled-channel S wave ``[(I - i K rho)^{-1} P]_k`` with a
+  P-vector, poles and channels named in the card: see :mod:`pwa.kmatrix`.
 
 The lineshapes of the seed author's public code (PWACG, ``pwa/propogator.py``
 used by ``config/pwa_info_kk.json``, PHYSICS.md section 5), with ``s = m^2``:
@@ -75,6 +86,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -117,6 +129,9 @@ class LineshapeType:
             used by the contract tests that every registered lineshape passes.
         example_spin: a spin the example is valid for.
         doc: one line for listings.
+        specialise: for a family only, ``specialise(mapping) -> (type, canonical
+            mapping)`` of one card's lineshape mapping (raises ValueError naming
+            the field); see :meth:`for_card`.
     """
 
     name: str
@@ -128,10 +143,19 @@ class LineshapeType:
     example: Mapping[str, float] = field(default_factory=dict)
     example_spin: int = 0
     doc: str = ""
+    specialise: Callable[[Mapping[str, Any]], tuple["LineshapeType", dict[str, Any]]] | None = None
 
     def bind(self, ctx: LineshapeContext) -> LineshapeFunction:
         """The ``(m, params) -> complex`` function for fixed kinematics."""
         return functools.partial(self.function, ctx=ctx)
+
+    def for_card(self, mapping: Mapping[str, Any]) -> tuple["LineshapeType", dict[str, Any]]:
+        """(type, mapping) of a card's ``lineshape:`` mapping: this type and the mapping itself,
+        or, for a family, the type built from the mapping and the mapping in canonical form
+        (``type`` plus one key per parameter)."""
+        if self.specialise is None:
+            return self, dict(mapping)
+        return self.specialise(mapping)
 
 
 #: Registry of lineshape types by card name.
@@ -143,6 +167,7 @@ def register_lineshape(name: str, parameters: tuple[str, ...], *,
                        bounds: Mapping[str, Bound] | None = None,
                        validate: Callable[[Mapping[str, float], LineshapeContext], list[str]] | None = None,
                        example: Mapping[str, float] | None = None, example_spin: int = 0,
+                       specialise: Callable[[Mapping[str, Any]], tuple[LineshapeType, dict[str, Any]]] | None = None,
                        ) -> Callable[[Callable[..., jnp.ndarray]], Callable[..., jnp.ndarray]]:
     """Decorator registering ``function(m, params, *, ctx) -> complex`` under ``name``."""
 
@@ -154,7 +179,7 @@ def register_lineshape(name: str, parameters: tuple[str, ...], *,
         if set(ex) != set(parameters):
             raise ValueError(f"lineshape {name!r}: the example must give every parameter {parameters}")
         LINESHAPES[name] = LineshapeType(name, function, tuple(parameters), dict(defaults or {}),
-                                         dict(bounds or {}), validate, ex, example_spin, doc)
+                                         dict(bounds or {}), validate, ex, example_spin, doc, specialise)
         return function
 
     return decorate
@@ -340,3 +365,7 @@ def breit_wigner_f2_pipi(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *,
 def non_resonant(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
     """Constant non-resonant term, F = 1."""
     return jnp.ones_like(m) + 0j
+
+
+# The K-matrix family registers itself (it imports the registry from this module).
+from . import kmatrix as _kmatrix  # noqa: E402,F401

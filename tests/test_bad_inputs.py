@@ -136,6 +136,13 @@ def world(tmp_path_factory, small_card) -> Path:
     (w / "bad_yaml.yaml").write_text("reaction: {parent: J/psi\nresonances: [\n")
     (w / "bad_list.yaml").write_text("- 1\n- 2\n")
     (w / "bad_empty.yaml").write_text("")
+    # Fit cards: two channels of the same files (paths relative to the card), bad ones.
+    channels = "channels:\n  a: {model: card.yaml, data: data.npz, mc: mc.npz}\n" \
+               "  b: {model: card.yaml, data: data_b.npz, mc: mc.npz}\n"
+    write_events(w / "data_b.npz", Events.concatenate(list(iter_toys(model, 1500, det, seed=7))))
+    (w / "joint.yaml").write_text(channels + "shared: ['f0(1710):c0.mag', 'f0(1710):c0.phase']\n")
+    (w / "joint_bad.yaml").write_text(channels + "shared: ['f0(1710):mass']\n")
+    (w / "joint_nomc.yaml").write_text("channels:\n  a: {model: card.yaml, data: data.npz}\n")
     # Detector cards that do not validate, and one that accepts nothing.
     (w / "det_typo.yaml").write_text("charged: {cos_theta_mx: 0.9}\n")
     (w / "det_cos.yaml").write_text("charged: {cos_theta_max: 1.5}\n")
@@ -268,6 +275,11 @@ CASES = [
     Case("n-not-a-number", "pwa", ("generate", "--model", M, "--n", "many", "--out", "{o}/x.npz"), says=("--n",)),
     Case("unknown-option", "pwa", (*FIT, "--startz", "3"), says=("--startz",)),
     Case("missing-required-option", "pwa", ("fit", "--model", M, "--mc", C), says=("--data",)),
+    Case("fit-card-with-model", "pwa", ("fit", "--fit-card", "{w}/joint.yaml", "--model", M), says=("--fit-card",)),
+    Case("fit-card-shared-not-free", "pwa", ("fit", "--fit-card", "{w}/joint_bad.yaml", "--out", "{o}/j"),
+         says=("shared", "f0(1710):mass")),
+    Case("fit-card-missing-mc", "pwa", ("fit", "--fit-card", "{w}/joint_nomc.yaml", "--out", "{o}/j"),
+         says=("joint_nomc.yaml", "mc")),
     Case("unknown-optimizer", "pwa", (*FIT, "--optimizer", "newton"),
          says=("--optimizer", "newton")),
     Case("unknown-kind", "fastsim", ("train", "--mc", C, "--out", "{o}/f.pt", "--kind", "gan"), says=("--kind", "gan")),
@@ -512,3 +524,19 @@ def test_train_honours_the_weights_of_weighted_mc(world, tmp_path, capsys):
     state = load_checkpoint(ck)["training"]
     assert state["weighted"] and state["effective_sample_size"] == pytest.approx(w.sum() ** 2 / (w**2).sum(),
                                                                                  rel=0.2)
+
+
+def test_joint_fit_from_the_command_line(world, tmp_path, capsys):
+    """pwa fit --fit-card: two channels sharing the f0(1710) coupling; joint and per-channel outputs."""
+    out = tmp_path / "joint"
+    code, stdout, err = run(capsys, pwa_app.main, ["fit", "--fit-card", world / "joint.yaml", "--out", out,
+                                                   "--no-plots"])
+    assert code == 0, stdout + err
+    joint = json.loads((out / "joint.json").read_text())
+    assert joint["converged"] and joint["shared"] == ["f0(1710):c0.mag", "f0(1710):c0.phase"]
+    assert "f0(1710):c0.mag" in joint["parameters"] and "a/f2'(1525):c0.mag" in joint["parameters"]
+    for c in ("a", "b"):
+        result = json.loads((out / c / "result.json").read_text())
+        assert result["channel"] == c and "f0(1710)" in result["fractions"]
+        assert (out / c / "report.md").exists()
+    assert result["parameters"]["f0(1710):c0.mag"]["value"] == joint["parameters"]["f0(1710):c0.mag"]["value"]

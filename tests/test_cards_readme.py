@@ -37,3 +37,24 @@ def test_r0_card_reproduces_seed_table1():
     for (name, f), err in zip(result.fractions.items(), result.errors):
         assert abs(100 * f - TABLE1[name]) < 3 * 100 * err + 0.1, (name, 100 * f, 100 * err)
     assert abs(100 * result.sum_of_fractions - 115.0) < 3 * 100 * result.errors[-1] + 0.1
+
+
+def _real_analysis_cards() -> list[str]:
+    text = README.read_text()
+    section = text.split("## What a real analysis brings", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```yaml\n(.*?)```", section, re.S)
+
+
+def test_readme_kmatrix_card_builds_and_floats_its_parameters():
+    card = parse_model_card(yaml.safe_load(_real_analysis_cards()[0]), source="README K-matrix card")
+    model = Model.from_card(card)
+    assert "S-wave:f0(980).mass" in model.parameter_names and "S-wave:f0(1500).beta.phase" in model.parameter_names
+
+
+def test_readme_fit_card_validates(tmp_path):
+    from pwa.joint import load_fit_card
+
+    path = tmp_path / "joint.yaml"
+    path.write_text(_real_analysis_cards()[1])
+    card = load_fit_card(path)
+    assert list(card.channels) == ["period1", "period2"] and card.shared == ["f2'(1525):mass", "f2'(1525):width"]
