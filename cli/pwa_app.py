@@ -239,6 +239,9 @@ def fit(
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+    mc_statistics: bool = typer.Option(True, "--mc-statistics/--no-mc-statistics",
+                                       help="Report the error that the finite normalisation sample adds to every "
+                                            "parameter and fraction (pwa.mc_statistics; it scales as 1/sqrt(M))."),
     strict: bool = typer.Option(False, "--strict",
                                 help="Make warnings about the inputs errors (normalisation MC that does not "
                                      "cover the data, fewer effective events than free parameters) before "
@@ -298,9 +301,16 @@ def fit(
         return
     typer.echo(str(result))
 
+    mc_stat = None
+    if mc_statistics:
+        from pwa.mc_statistics import mc_statistics_of_fit
+
+        mc_stat = mc_statistics_of_fit(problem, result, mc=mc_events)
+        typer.echo(str(mc_stat))
+
     def write(sig=None):
         return write_fit_outputs(out, result, problem, data=data_events, mc=mc_events, significance=sig,
-                                 plots=plots, extra=mc_info, warnings=warnings)
+                                 plots=plots, extra=mc_info, warnings=warnings, mc_statistics=mc_stat)
 
     paths = write()  # the fit is on disk before anything else can fail
     typer.echo(f"wrote {', '.join(p.name for p in paths)} to {out}")

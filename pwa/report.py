@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,9 @@ from .fit_result import FitResult, Significance
 from .problem import FitProblem
 from .optimize import dumps
 from .plots import PlotFile, reaction_title, write_fit_plots
+
+if TYPE_CHECKING:
+    from .mc_statistics import MCStatistics
 
 
 def _pm(value: float, error: float, scale: float = 1.0, digits: int = 2) -> str:
@@ -31,14 +35,17 @@ def _jp(spin: int | None, parity: int | None, c_parity: int | None = None) -> st
 
 def fit_report_markdown(result: FitResult, model, significance: Sequence[Significance] | None = None,
                         title: str = "Fit result", plots: Sequence[PlotFile] = (),
-                        warnings: Sequence[str] = ()) -> str:
+                        warnings: Sequence[str] = (), mc_statistics: "MCStatistics | None" = None) -> str:
     """Markdown report: fit status, warnings, resonance table (as seed Table 2), interference,
     parameters, plots.
 
     A resonance without couplings of its own (the phi of psi(2S) -> phi f_J)
     is listed without a fraction: it is part of every component. The
     "Warnings" section lists ``result.warnings`` and then ``warnings`` (e.g.
-    the MC coverage check of the command line), when there are any.
+    the MC coverage check of the command line), when there are any. With
+    ``mc_statistics`` (:func:`pwa.mc_statistics.mc_statistical_covariance`)
+    the fraction tables get a column "MC stat." with the error the finite
+    normalisation sample adds to each fraction.
     """
     sig = {s.resonance: s for s in significance or []}
     reaction = model.reaction
@@ -61,6 +68,10 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
     radiative = reaction.is_radiative_pair
     header = f"| Resonance | {'J^PC' if radiative else 'J^P'} | Mass (GeV) | Width (GeV) | F (%) |"
     rule = "|---|---|---|---|---|"
+    mcs = mc_statistics
+    if mcs is not None:
+        header += " MC stat. (%) |"
+        rule += "---|"
     if sig:
         header += " Significance |"
         rule += "---|"
@@ -84,20 +95,34 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
             fraction = "— (in every component)"
         jp = _jp(r.spin, 1, 1) if radiative else _jp(r.spin, r.parity)
         row = f"| {r.name} | {jp} | {vals['mass']} | {vals['width']} | {fraction} |"
+        if mcs is not None:
+            row += (f" {100 * mcs.fraction_error(r.name):.2f} |" if r.name in mcs.resonance_names else " — |")
         if sig:
             s = sig.get(r.name)
             row += (f" {s.sigma:.1f}σ (ΔNLL {s.delta_nll:.1f}, {s.n_parameters} par.) |"
                     if s else " — |")
         lines.append(row)
     lines += [f"| SF | | | | {_pm(result.sum_of_fractions, result.sum_of_fractions_error, 100)} |"
+              + (f" {100 * mcs.sum_of_fractions_error:.2f} |" if mcs is not None else "")
               + (" |" if sig else ""), ""]
+    if mcs is not None:
+        lines += [f"The F errors are the data's. The normalisation sample of {mcs.n_mc} events (effective "
+                  f"{mcs.effective_mc_events:.0f}, (sum v)^2 / sum v^2; for the normalisation "
+                  f"{mcs.effective_normalisation_events:.0f}, (sum v I)^2 / sum (v I)^2) adds the errors of "
+                  "column MC stat.; they scale as 1/sqrt(M) and add to the F errors in quadrature.", ""]
     n = len(result.resonance_names)
     inter = [(result.resonance_names[i], result.resonance_names[j], result.fractions[i, j],
               result.fraction_errors[i, j]) for i in range(n) for j in range(i + 1, n)]
     inter = [t for t in inter if abs(t[2]) > 1e-4]
     if inter:
-        lines += ["## Interference fractions", "", "| R | S | F_RS (%) |", "|---|---|---|"]
-        lines += [f"| {a} | {b} | {_pm(v, e, 100)} |" for a, b, v, e in inter]
+        if mcs is None:
+            lines += ["## Interference fractions", "", "| R | S | F_RS (%) |", "|---|---|---|"]
+            lines += [f"| {a} | {b} | {_pm(v, e, 100)} |" for a, b, v, e in inter]
+        else:
+            index = {name: i for i, name in enumerate(mcs.resonance_names)}
+            lines += ["## Interference fractions", "", "| R | S | F_RS (%) | MC stat. (%) |", "|---|---|---|---|"]
+            lines += [f"| {a} | {b} | {_pm(v, e, 100)} | {100 * mcs.fraction_errors[index[a], index[b]]:.2f} |"
+                      for a, b, v, e in inter]
         lines.append("")
     lines += ["## Parameters", "", "| Parameter | Value | Error |", "|---|---|---|"]
     for i, name in enumerate(result.parameter_names):
@@ -122,7 +147,8 @@ def _merge_warnings(*groups: Sequence[str]) -> list[str]:
 def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProblem, *,
                       data: Events, mc: Events, significance: Sequence[Significance] | None = None,
                       plots: bool = True, extra: dict | None = None,
-                      warnings: Sequence[str] = ()) -> list[Path]:
+                      warnings: Sequence[str] = (),
+                      mc_statistics: "MCStatistics | None" = None) -> list[Path]:
     """Write result.json, report.md and (optionally) the projection PNGs into out_dir.
 
     Args:
@@ -137,6 +163,9 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
         warnings: more warnings (e.g. the MC coverage check), added after
             ``result.warnings`` to result.json's "warnings" and to the
             report's "Warnings" section.
+        mc_statistics: the normalisation sample's statistical errors
+            (:func:`pwa.mc_statistics.mc_statistical_covariance`), written to
+            result.json's "mc_statistics" and the report's "MC stat." column.
 
     Returns:
         result.json, report.md, then the plots.
@@ -146,6 +175,8 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
     d = result.to_dict()
     if significance:
         d["significance"] = {s.resonance: s.to_dict() for s in significance}
+    if mc_statistics is not None:
+        d["mc_statistics"] = mc_statistics.to_dict()
     if extra:
         d.update(extra)
     d["warnings"] = _merge_warnings(result.warnings, d.get("warnings", ()), warnings)
@@ -161,5 +192,6 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
         written = write_fit_plots(data, mc, mc.weight_array * intensity, out, title=title)
     write_text_atomic(out / "result.json", dumps(d))
     write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance, plots=written,
-                                                             warnings=d["warnings"]))
+                                                             warnings=d["warnings"],
+                                                             mc_statistics=mc_statistics))
     return [out / "result.json", out / "report.md"] + [p.path for p in written]
