@@ -239,6 +239,21 @@ def fit(
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+    background: Path = typer.Option(None, "--background",
+                                    help="Background sample (sideband events or background MC): the likelihood "
+                                         "becomes (1 - f_b) I/N + f_b B, B its density relative to the MC "
+                                         "(a classifier density ratio, pwa.background)."),
+    background_fraction: float = typer.Option(0.1, "--background-fraction", min=0.0, max=0.999,
+                                              help="f_b: its value, or its start with --float-background."),
+    float_background: bool = typer.Option(True, "--float-background/--fixed-background",
+                                          help="Fit f_b (bounded to [0, 1]) or keep it at --background-fraction."),
+    background_method: str = typer.Option("classifier", "--background-method",
+                                          help="Density ratio of --background: classifier or knn."),
+    sideband: Path = typer.Option(None, "--sideband",
+                                  help="Sideband events to subtract: they join the data with weight "
+                                       "-(--sideband-scale) x their own, and the errors use the sandwich."),
+    sideband_scale: float = typer.Option(1.0, "--sideband-scale", min=0.0,
+                                         help="Expected background in the signal region / sum of sideband weights."),
     mc_statistics: bool = typer.Option(True, "--mc-statistics/--no-mc-statistics",
                                        help="Report the error that the finite normalisation sample adds to every "
                                             "parameter and fraction (pwa.mc_statistics; it scales as 1/sqrt(M))."),
@@ -277,8 +292,11 @@ def fit(
         raise UserError(f"missing option {', '.join(missing)}: a fit needs --model, --data and --mc "
                         "(or --fit-card for a joint fit)")
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
-                                           "--flow-model": flow_model, "--reweight": reweight},
+                                           "--flow-model": flow_model, "--reweight": reweight,
+                                           "--background": background, "--sideband": sideband},
                  files=("result.json", "report.md"))
+    if background_method not in ("classifier", "knn"):
+        raise UserError(f"--background-method {background_method!r}: choose classifier or knn")
     if significance and (sf_lambda or lasso):
         raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
     mesh = _device_setup(devices, distributed)
@@ -287,10 +305,26 @@ def fit(
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     if significance and len(m.resonance_names) < 2:
         raise UserError(f"--significance: {model} has one resonance; there is no reduced model to refit")
+    bkg = None
+    if sideband is not None:
+        from fastsim.events import read_events
+        from pwa.background import sideband_subtraction
+
+        data_events = sideband_subtraction(data_events, read_events(sideband, m.reaction), sideband_scale)
+        typer.echo(f"sideband subtraction: {len(data_events)} events, sum of weights "
+                   f"{data_events.weight_array.sum():.1f}", err=True)
+    if background is not None:
+        from fastsim.events import read_events
+        from pwa.background import background_model
+
+        bkg = background_model(data_events, mc_events, read_events(background, m.reaction),
+                               fraction=background_fraction, float_fraction=float_background,
+                               method=background_method, seed=seed)
+        mc_info = {**mc_info, "background": {"sample": str(background), **bkg.to_dict()}}
     warnings, coverage = _input_warnings(m, data_events, mc_events, seed, strict)
     mc_info = {**mc_info, "mc_coverage": coverage}
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
-    problem = FitProblem.build(m, data_events, mc_events)
+    problem = FitProblem.build(m, data_events, mc_events, background=bkg)
     fit_problem = problem
     if mesh is not None:  # the fit runs on the sharded caches; the outputs use the host ones
         typer.echo(f"events split over {mesh.devices.size} devices ({mesh.devices.flat[0].platform})", err=True)
@@ -302,7 +336,9 @@ def fit(
     typer.echo(str(result))
 
     mc_stat = None
-    if mc_statistics:
+    if mc_statistics and bkg is not None:
+        typer.echo("note: the MC-statistics error is not computed with a background term yet", err=True)
+    elif mc_statistics:
         from pwa.mc_statistics import mc_statistics_of_fit
 
         mc_stat = mc_statistics_of_fit(problem, result, mc=mc_events)
@@ -318,7 +354,7 @@ def fit(
         try:
             with progress_bar() as bar:
                 task = bar.add_task("significance refits", total=len(m.resonance_names))
-                sig = significances(m, data_events, mc_events, result, config,
+                sig = significances(m, data_events, mc_events, result, config, background=bkg,
                                     progress=lambda name: bar.advance(task))
         except (FitError, ModelCardError) as exc:
             raise UserError(f"--significance: {exc} (the fit itself is written to {out / 'result.json'})") from None

@@ -13,8 +13,16 @@ fractions and SF are integrals over generator-level flat phase space
 J/psi -> gamma P P, generator-level MC for any other reaction),
 with errors sigma^2 = J V J^T from the autodiff Jacobian.
 
+With a background term (``background=``, :class:`pwa.background.BackgroundModel`)
+the NLL is the mixture's (:class:`~pwa.problem.FitProblem`); a floating
+background fraction is the last fit parameter, ``"background_fraction"``,
+reported with its error, while the fit fractions stay those of the signal
+model (their Jacobian has no f_b column; the covariance they use is the
+full one, so f_b's correlations are accounted for).
+
 ``significances`` refits without each resonance and converts Delta NLL to
-a significance (Wilks).
+a significance (Wilks); for weighted data the Delta NLL is first scaled by
+sum w / sum w^2 (:func:`pwa.problem.likelihood_scale`).
 """
 
 from __future__ import annotations
@@ -31,11 +39,12 @@ from scipy import stats
 from fastsim.events import Events
 
 from .amplitude import Model
+from .background import BackgroundModel
 from .errors import FitError
 from .fit_result import FitConfig, FitResult, Significance
 from .optimize import Minimizer, MinimizeResult, best_of_starts, hessian_summary, propagate
 from .parallel import check_executor, map_tasks
-from .problem import FitProblem, PortableProblem, effective_size
+from .problem import FitProblem, PortableProblem, effective_size, likelihood_scale
 from .starts import random_starts
 from .workers import worker_minimizer
 
@@ -54,7 +63,7 @@ def _minimize_start(portable: PortableProblem, task: tuple[FitConfig, np.ndarray
 def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(), *,
         problem: FitProblem | None = None, x0: np.ndarray | None = None,
         minimizer: Minimizer | None = None, executor: str = "serial", workers: int | None = None,
-        scheduler: str | None = None) -> FitResult:
+        scheduler: str | None = None, background: BackgroundModel | None = None) -> FitResult:
     """Fit ``model`` to ``data`` with ``mc`` as normalisation sample.
 
     With ``config.starts`` > 1 and a parallel ``executor`` every start is a
@@ -79,9 +88,13 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
         workers: processes of the pool or LocalCluster (default: one per
             start, at most the CPU count).
         scheduler: Dask scheduler address; None starts a LocalCluster.
+        background: an explicit background term for ``data``
+            (:func:`pwa.background.background_model`); not with ``problem``,
+            which carries its own.
 
     Returns:
-        :class:`FitResult`.
+        :class:`FitResult`; with a floating background fraction its last
+        parameter is ``"background_fraction"``.
 
     Raises:
         FitError: when the fit cannot start (bad input) or every start fails.
@@ -89,12 +102,18 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     """
     t0 = time.perf_counter()
     check_executor(executor)
+    if problem is not None and background is not None and problem.background is not background:
+        raise FitError("give the background term either to FitProblem.build or to fit, not a different one to each")
     problem = problem or FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels,
-                                          gen_events=config.gen_events, gen_seed=config.gen_seed)
-    x0 = model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
+                                          gen_events=config.gen_events, gen_seed=config.gen_seed,
+                                          background=background)
     if model.n_free == 0:
         raise FitError(f"{model.card.source}: the model has no free parameter")
-    starts = random_starts(model, x0, max(config.starts, 1), config.seed)
+    x0 = problem.initial_values(x0)
+    n = model.n_free
+    # Random starts of the model's parameters; a floating f_b starts at its given value in each.
+    starts = [np.concatenate([x, x0[n:]])
+              for x in random_starts(model, x0[:n], max(config.starts, 1), config.seed)]
     if len(starts) > 1 and executor != "serial":
         outcomes = map_tasks(_minimize_start, [(config, x) for x in starts], executor=executor,
                              workers=workers, scheduler=scheduler, shared=problem.portable())
@@ -122,9 +141,12 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
 
     Warnings (:attr:`FitResult.warnings`): fewer effective data events
     (sum w)^2 / sum w^2 than free parameters (:func:`effective_size_warning`).
+
+    A floating background fraction is the last parameter (its Hessian or
+    sandwich error); the fractions are the signal model's.
     """
     model = problem.model
-    names = model.parameter_names
+    names = list(problem.parameter_names)
     excluded = np.asarray(best.at_limit, dtype=bool).copy()
     for i, name in enumerate(names):
         if excluded[i] and name.endswith(".mag"):
@@ -144,15 +166,17 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
         cov = problem.sandwich_covariance(best.x, hinv)
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     gen = problem.gen_cache
-    F, Fcov, _ = propagate(lambda p: model.fit_fractions(p, gen), best.x, cov)
+    signal = problem.signal_parameters
+    F, Fcov, _ = propagate(lambda p: model.fit_fractions(signal(p), gen), best.x, cov)
     n = len(model.resonance_names)
     F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
     sf = np.trace(F)
     diag = np.arange(n) * (n + 1)  # flat indices of F_RR
     sf_var = Fcov[np.ix_(diag, diag)].sum()
-    nll = float(jax.jit(model.nll)(jnp.asarray(best.x), problem.data_cache, problem.mc_cache))
+    nll = float(jax.jit(problem.nll_function())(jnp.asarray(best.x), problem.data_cache, problem.mc_cache,
+                                                *problem.background_arguments()))
     return FitResult(
-        model_source=str(model.card.source), parameter_names=tuple(model.parameter_names),
+        model_source=str(model.card.source), parameter_names=tuple(names),
         resonance_names=tuple(model.resonance_names), values=best.x, errors=errors,
         covariance=cov, nll=nll, objective=best.fun, converged=converged, edm=edm,
         hessian_eigenvalues=eig, message=best.message,
@@ -165,7 +189,7 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
 
 def fit_warnings(problem: FitProblem) -> tuple[str, ...]:
     """Warnings about a problem whose statistics a converged fit cannot make right."""
-    message = effective_size_warning(_effective_data_events(problem), problem.model.n_free)
+    message = effective_size_warning(_effective_data_events(problem), problem.n_parameters)
     return (message,) if message else ()
 
 
@@ -198,20 +222,41 @@ def significance_from_delta_nll(delta_nll: float, n_parameters: int) -> tuple[fl
 
 def significances(model: Model, data: Events, mc: Events, result: FitResult,
                   config: FitConfig = FitConfig(), names: Sequence[str] | None = None,
-                  progress=None) -> list[Significance]:
+                  progress=None, background: BackgroundModel | None = None) -> list[Significance]:
     """Refit without each resonance (from the fitted values) and convert Delta NLL to sigma.
 
     Constraint and LASSO terms are switched off in the refits: the test
     compares plain NLLs, so ``result`` must be a plain-NLL fit as well.
+
+    Weighted data (e.g. sideband-subtracted): a weighted NLL is not a
+    likelihood, and its Delta NLL is too large (weights above 1) or too small
+    by the factor the weights scale the information by. The reported
+    ``delta_nll`` is the refit's Delta NLL times sum w / sum w^2
+    (:func:`pwa.problem.likelihood_scale`, 1 for unit weights), and the
+    p-value and Z follow from it: exact for equal weights, the usual
+    first-order correction otherwise (check with toys for strongly varying
+    weights).
+
+    Args:
+        background: the background term ``result`` was fitted with (the
+            refits use it too; a floating fraction starts at its fitted value).
     """
     if config.sf_lambda or config.lasso:
         raise FitError("significance needs a plain-NLL fit: switch off --sf-lambda and --lasso")
-    fitted = Model.from_card(model.card_at(result.values))
+    n_extra = 0 if background is None else background.n_parameters
+    if len(result.values) != model.n_free + n_extra:
+        raise FitError(f"the result has {len(result.values)} parameters, the model {model.n_free}"
+                       + (f" and the background {n_extra}" if n_extra else "")
+                       + ": pass the background term the result was fitted with")
+    if n_extra:
+        background = background.with_fraction(float(np.clip(result.values[-1], 1e-6, 1 - 1e-6)))
+    fitted = Model.from_card(model.card_at(result.values[: model.n_free]))
+    scale = likelihood_scale(data.weight_array)
     out = []
     for name in names or model.resonance_names:
         reduced = fitted.without(name)
-        res = fit(reduced, data, mc, replace(config, starts=1))
-        dnll = res.nll - result.nll
+        res = fit(reduced, data, mc, replace(config, starts=1), background=background)
+        dnll = (res.nll - result.nll) * scale
         k = model.n_free - reduced.n_free
         p, z = significance_from_delta_nll(dnll, k)
         out.append(Significance(name, dnll, k, p, z, res.converged))

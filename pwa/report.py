@@ -182,14 +182,19 @@ def write_fit_outputs(out_dir: str | Path, result: FitResult, problem: FitProble
     d["warnings"] = _merge_warnings(result.warnings, d.get("warnings", ()), warnings)
     written: list[PlotFile] = []
     if plots:
-        intensity = np.asarray(problem.model.intensity(jnp.asarray(result.values), problem.mc_cache))
+        values = jnp.asarray(problem.signal_parameters(np.asarray(result.values)))
+        intensity = np.asarray(problem.model.intensity(values, problem.mc_cache))
         if intensity.shape != (len(mc),):
             raise ValueError(f"the problem's MC cache holds {intensity.shape[0]} events, the MC {len(mc)}: "
                              "pass the MC the problem was built from (and the problem on one device)")
         title = reaction_title(problem.model.reaction)
         if not result.model_source.startswith("<"):  # a card file, not a dictionary
             title += f"   ({Path(result.model_source).name})"
-        written = write_fit_plots(data, mc, mc.weight_array * intensity, out, title=title)
+        weights = mc.weight_array * intensity
+        if getattr(problem, "background", None) is not None:  # the model is signal + background
+            signal, background = problem.mc_component_weights(result.values)
+            weights = signal + background
+        written = write_fit_plots(data, mc, weights, out, title=title)
     write_text_atomic(out / "result.json", dumps(d))
     write_text_atomic(out / "report.md", fit_report_markdown(result, problem.model, significance, plots=written,
                                                              warnings=d["warnings"],

@@ -84,6 +84,7 @@ def world(tmp_path_factory, small_card) -> Path:
     write_events(w / "data_w0.npz", Events(data.momenta, np.zeros(n), reaction=JPSI_GAMMA_KK))
     write_events(w / "mc_wneg.npz", Events(mc.momenta, -np.ones(len(mc)), reaction=JPSI_GAMMA_KK))
     write_events(w / "data_few.npz", data.subset(slice(0, 5)))
+    write_events(w / "mc_b.npz", mc.subset(slice(0, 3000)))  # a flat "background" sample
     cols = dict(np.load(w / "data.npz"))
     np.savez(w / "data_nokp.npz", **{k: v for k, v in cols.items() if k != "Kp_E"})
     nan = dict(cols)
@@ -540,3 +541,24 @@ def test_joint_fit_from_the_command_line(world, tmp_path, capsys):
         assert result["channel"] == c and "f0(1710)" in result["fractions"]
         assert (out / c / "report.md").exists()
     assert result["parameters"]["f0(1710):c0.mag"]["value"] == joint["parameters"]["f0(1710):c0.mag"]["value"]
+
+
+def test_background_term_and_sideband_subtraction_from_the_command_line(world, tmp_path, capsys):
+    """pwa fit --background (explicit term, f_b fitted) and --sideband (signed weights, sandwich errors)."""
+    out = tmp_path / "bkg"
+    code, stdout, err = run(capsys, pwa_app.main, [*[a.replace("{w}", str(world)).replace("{o}", str(tmp_path))
+                                                     for a in fit(out=str(out))][:-1],
+                                                   "--background", world / "mc_b.npz", "--background-fraction", "0.05"])
+    assert code in (0, 3), stdout + err
+    result = json.loads((out / "result.json").read_text())
+    f_b = result["parameters"]["background_fraction"]
+    assert 0.0 <= f_b["value"] < 0.5 and f_b["error"] > 0 and result["background"]["sample"].endswith("mc_b.npz")
+    assert any(p.suffix == ".png" for p in out.iterdir())  # projections of signal + background
+    out = tmp_path / "sb"
+    code, stdout, err = run(capsys, pwa_app.main, [*[a.replace("{w}", str(world)).replace("{o}", str(tmp_path))
+                                                     for a in fit(out=str(out))],
+                                                   "--sideband", world / "mc_b.npz", "--sideband-scale", "0.01"])
+    assert code in (0, 3), stdout + err
+    result = json.loads((out / "result.json").read_text())
+    assert result["covariance_kind"].startswith("sandwich")
+    assert result["sum_data_weights"] == pytest.approx(1500 - 0.01 * 3000)
