@@ -132,17 +132,6 @@ def detector_path(spec: str) -> Path | None:
     return None if spec in ("default", "none") else Path(spec)
 
 
-def file_sha256(path: str | Path) -> str:
-    """Content hash of an input file (resume keys on content, not on the path)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _same(a: Path, b: Path) -> bool:
     if a.exists() and b.exists():
         return a.samefile(b)

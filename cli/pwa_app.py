@@ -9,7 +9,7 @@ import typer
 
 import numpy as np
 
-from .common import (UserError, check_output, detector_path, file_sha256, handle_errors, progress_bar,
+from .common import (UserError, check_output, detector_path, handle_errors, progress_bar,
                      run_app, seed_option, version_callback)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -414,8 +414,9 @@ def _input_warnings(model, data, mc, seed: int, strict: bool) -> tuple[list[str]
     """
     from pwa.coverage import mc_coverage
 
-    w = data.weight_array
-    n_eff = float(w.sum() ** 2 / np.sum(w**2))
+    from pwa.problem import effective_size
+
+    n_eff = effective_size(data.weight_array)
     if strict and n_eff < model.n_free:
         raise UserError(f"--strict: the data have {n_eff:.1f} effective events ((sum w)^2 / sum w^2), fewer "
                         f"than the {model.n_free} free parameters")

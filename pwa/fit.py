@@ -42,7 +42,7 @@ from .amplitude import Model
 from .background import BackgroundModel
 from .errors import FitError
 from .fit_result import FitConfig, FitResult, Significance
-from .optimize import Minimizer, MinimizeResult, best_of_starts, hessian_summary, propagate
+from .optimize import Minimizer, MinimizeResult, best_of_starts, hessian_summary, propagate_fractions
 from .parallel import check_executor, map_tasks
 from .problem import FitProblem, PortableProblem, effective_size, likelihood_scale
 from .starts import random_starts
@@ -167,12 +167,7 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     gen = problem.gen_cache
     signal = problem.signal_parameters
-    F, Fcov, _ = propagate(lambda p: model.fit_fractions(signal(p), gen), best.x, cov)
-    n = len(model.resonance_names)
-    F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
-    sf = np.trace(F)
-    diag = np.arange(n) * (n + 1)  # flat indices of F_RR
-    sf_var = Fcov[np.ix_(diag, diag)].sum()
+    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(signal(p), gen), best.x, cov)
     nll = float(jax.jit(problem.nll_function())(jnp.asarray(best.x), problem.data_cache, problem.mc_cache,
                                                 *problem.background_arguments()))
     return FitResult(
@@ -181,8 +176,8 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
         covariance=cov, nll=nll, objective=best.fun, converged=converged, edm=edm,
         hessian_eigenvalues=eig, message=best.message,
         optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
-        sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F),
-        fraction_errors=F_err, sum_of_fractions=float(sf), sum_of_fractions_error=float(np.sqrt(max(sf_var, 0.0))),
+        sum_data_weights=problem.sum_data_weights, fractions=F,
+        fraction_errors=F_err, sum_of_fractions=sf, sum_of_fractions_error=sf_err,
         sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
         wall_time=wall, config=config, at_limit=excluded, warnings=fit_warnings(problem))
 

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import FitError, ModelCardError
 from .fit_result import FitConfig, FitResult
-from .optimize import Minimizer, dumps, propagate
+from .optimize import Minimizer, dumps, propagate_fractions
 from .problem import FitProblem
 
 
@@ -263,10 +263,7 @@ def _channel_result(joint: JointProblem, k: int, best, cov: np.ndarray, config: 
     model = problem.model
     x, v = best.x[idx], cov[np.ix_(idx, idx)]
     gen = problem.gen_cache
-    F, Fcov, _ = propagate(lambda p: model.fit_fractions(p, gen), x, v)
-    n = len(model.resonance_names)
-    F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
-    diag = np.arange(n) * (n + 1)
+    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(p, gen), x, v)
     shared = [name for name in model.parameter_names if name in joint.shared]
     note = (f"joint fit with channels {', '.join(joint.names)}; shared: {', '.join(shared) or 'none'}; "
             f"errors from the joint covariance")
@@ -276,9 +273,8 @@ def _channel_result(joint: JointProblem, k: int, best, cov: np.ndarray, config: 
         covariance=v, nll=joint.channel_nll(k, best.x), objective=float(best.fun), converged=bool(best.converged),
         edm=float(best.edm), hessian_eigenvalues=np.asarray(best.hessian_eigenvalues),
         message=f"{best.message} ({note})", optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
-        sum_data_weights=problem.sum_data_weights, fractions=np.asarray(F), fraction_errors=F_err,
-        sum_of_fractions=float(np.trace(F)), sum_of_fractions_error=float(np.sqrt(max(Fcov[np.ix_(diag, diag)].sum(),
-                                                                                        0.0))),
+        sum_data_weights=problem.sum_data_weights, fractions=F, fraction_errors=F_err,
+        sum_of_fractions=sf, sum_of_fractions_error=sf_err,
         sandwich=bool(any(p.weighted_data for p in joint.problems)), minima=((float(best.fun), bool(best.converged)),),
         wall_time=wall, config=config, at_limit=_at_limit(best, idx))
 

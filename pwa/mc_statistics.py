@@ -81,7 +81,7 @@ from .caches import EventCache
 from .chunked import split_cache
 from .errors import FitError
 from .fit_result import FitResult
-from .optimize import propagate
+from .optimize import propagate_fractions
 from .problem import FitProblem
 from .sharding import n_events, pad_cache
 
@@ -351,14 +351,9 @@ def mc_statistical_covariance(problem: FitProblem, p: np.ndarray, hessian_invers
     V = hinv @ C @ hinv
     V = 0.5 * (V + V.T)
     gen = problem.gen_cache
-    F, Fcov, _ = propagate(lambda q: model.fit_fractions(q, gen), p, V)
-    n_res = len(model.resonance_names)
-    F_err = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n_res, n_res)
-    diag = np.arange(n_res) * (n_res + 1)
-    sf_var = float(Fcov[np.ix_(diag, diag)].sum())
+    F, F_err, _, sf_err = propagate_fractions(lambda q: model.fit_fractions(q, gen), p, V)
     return MCStatistics(tuple(model.parameter_names), tuple(model.resonance_names), V,
-                        np.sqrt(np.clip(np.diag(V), 0.0, None)), np.asarray(F), F_err,
-                        float(np.sqrt(max(sf_var, 0.0))), m.n, m.effective_size,
+                        np.sqrt(np.clip(np.diag(V), 0.0, None)), F, F_err, sf_err, m.n, m.effective_size,
                         m.effective_normalisation_size, C)
 
 

@@ -426,6 +426,27 @@ def propagate(fn: Callable[[jnp.ndarray], jnp.ndarray], x: np.ndarray,
     return val, J @ covariance @ J.T, J
 
 
+def propagate_fractions(fractions: Callable[[jnp.ndarray], jnp.ndarray], x: np.ndarray,
+                        covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Fit-fraction matrix with errors propagated from a parameter covariance.
+
+    Args:
+        fractions: p -> (n_res, n_res) fit-fraction matrix (F_R on the diagonal).
+        x: (n_par,) parameters.
+        covariance: (n_par, n_par).
+
+    Returns:
+        (F (n_res, n_res), errors of F (n_res, n_res), SF = trace F, error of SF
+        with the correlations of the diagonal fractions).
+    """
+    F, Fcov, _ = propagate(fractions, x, covariance)
+    n = F.shape[0]
+    errors = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
+    diag = np.arange(n) * (n + 1)  # flat indices of F_RR
+    sf_var = float(Fcov[np.ix_(diag, diag)].sum())
+    return np.asarray(F), errors, float(np.trace(F)), float(np.sqrt(max(sf_var, 0.0)))
+
+
 def to_jsonable(obj):
     """numpy-aware conversion for ``json.dumps``."""
     if isinstance(obj, dict):

@@ -9,6 +9,21 @@ from fastsim.events import JPSI_GAMMA_KK, Events, PhaseSpace
 #: Cheap XLA settings for tests that compile many small functions.
 FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
+#: Three resonances in J/psi -> gamma K+ K- (S and D waves, S-S interference): the CLI tests'
+#: card (``small_card`` fixture) and the background study's.
+SMALL_CARD = {
+    "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
+    "resonances": [
+        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
+         "couplings": {0: [1.0, 0.0]}},
+        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
+         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4]}},
+        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
+         "couplings": {0: [1.5, -0.5]}},
+    ],
+    "reference": "f0(980)",
+}
+
 #: Two resonances, S and D wave, the f2'(1525) mass and width floating.
 TWO_STATE_CARD = {
     "resonances": [

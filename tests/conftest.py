@@ -31,15 +31,8 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def small_card() -> dict:
     """A three-resonance K+K- card (S and D waves, S-S interference) for CLI-level tests."""
-    return {
-        "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
-        "resonances": [
-            {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
-             "couplings": {0: [1.0, 0.0]}},
-            {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-             "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4]}},
-            {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-             "couplings": {0: [1.5, -0.5]}},
-        ],
-        "reference": "f0(980)",
-    }
+    import copy
+
+    from _shared import SMALL_CARD
+
+    return copy.deepcopy(SMALL_CARD)

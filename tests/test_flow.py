@@ -3,7 +3,6 @@ log-det, support, normalisation, sampling, determinism."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

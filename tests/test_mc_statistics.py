@@ -23,7 +23,6 @@ and F 1.06.
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

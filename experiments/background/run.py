@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -72,21 +73,13 @@ from pwa.problem import FitProblem, effective_size  # noqa: E402
 from pwa.sharding import pad_cache  # noqa: E402
 from pwa.toys import estimate_mass_envelope, iter_toys  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from _shared import SMALL_CARD  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The three-resonance card of tests/conftest.py (small_card).
-CARD = {
-    "reaction": {"parent": "J/psi", "final_state": {"gamma": "gamma", "Kp": "K+", "Km": "K-"}},
-    "resonances": [
-        {"name": "f0(980)", "spin": 0, "lineshape": {"type": "Flatte", "mass": 0.979, "g_pipi": 0.107},
-         "couplings": {0: [1.0, 0.0]}},
-        {"name": "f2'(1525)", "spin": 2, "lineshape": {"type": "BW", "mass": 1.5223, "width": 0.0858},
-         "couplings": {0: [6.0, 1.2], 1: [4.5, 2.4]}},
-        {"name": "f0(1710)", "spin": 0, "lineshape": {"type": "BW", "mass": 1.6762, "width": 0.1627},
-         "couplings": {0: [1.5, -0.5]}},
-    ],
-    "reference": "f0(980)",
-}
+#: The three-resonance card of the CLI tests.
+CARD = SMALL_CARD
 
 METHODS = ("signal_only", "ignored", "sideband", "term_bkg_mc", "term_bkg_mc_fixed", "term_sideband",
            "term_true_density")

@@ -19,7 +19,6 @@ Writes experiments/results/mc_statistics/{mc_statistics.json, mc_statistics.md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -132,7 +131,6 @@ def main() -> None:
     timings["replicas"] = clock() - t
 
     names = list(model.resonance_names)
-    n = len(names)
     extrapolated = small_stats.scaled_to(args.large)
     rows = []
     for i, name in enumerate(names):
