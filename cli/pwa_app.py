@@ -336,9 +336,7 @@ def fit(
     typer.echo(str(result))
 
     mc_stat = None
-    if mc_statistics and bkg is not None:
-        typer.echo("note: the MC-statistics error is not computed with a background term yet", err=True)
-    elif mc_statistics:
+    if mc_statistics:
         from pwa.mc_statistics import mc_statistics_of_fit
 
         mc_stat = mc_statistics_of_fit(problem, result, mc=mc_events)

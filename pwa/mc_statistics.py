@@ -31,6 +31,17 @@ covariance
 
     C = W^2 sum_j v_j^2 d_j d_j^T / (sum_j v_j I_j)^2            (n_par, n_par).
 
+With a background term (:class:`pwa.background.BackgroundModel`) the NLL is
+-sum_i w_i ln((1 - f_b) I_i / N + f_b B_i): ln N no longer enters as W ln N
+alone, so the value of ln N fluctuates into the score as well as its
+gradient. In general the score's MC fluctuation is J (delta ln N, delta g),
+J = d(grad NLL)/d(ln N, g) by autodiff (:func:`score_sensitivity`; [0 | W 1]
+for signal only), and (ln N, g) have the joint sample covariance of
+:attr:`ScoreMoments.log_normalisation_covariance` (influence of event j on
+ln N: v_j (I_j / sum v I - 1 / sum v)), so C = J Cov[ln N, g] J^T; for
+signal only this is the C above. The background densities B_i are taken as
+given: their own estimate (a classifier trained on the MC) is not included.
+
 The minimum moves by delta p = -H^-1 delta(score) to first order, H the
 Hessian of the minimised objective (the fraction-sum and LASSO penalties
 read only the generator-level fraction cache, not the normalisation MC), so
@@ -82,7 +93,7 @@ from .chunked import split_cache
 from .errors import FitError
 from .fit_result import FitResult
 from .optimize import propagate_fractions
-from .problem import FitProblem
+from .problem import FitProblem, mixture_log_density
 from .sharding import n_events, pad_cache
 
 #: Events per chunk of the per-event gradients (R0: about 40 MB of cache and tangents per chunk).
@@ -182,6 +193,9 @@ class ScoreMoments:
         sum_v2i2: sum (v_j I_j)^2.
         gradient: (n_par,) g = sum v_j grad I_j / sum v_j I_j = grad ln N.
         second: (n_par, n_par) sum_j v_j^2 d_j d_j^T, d_j = grad I_j - I_j g.
+        sum_v2i: sum v_j^2 I_j.
+        sum_v2id: (n_par,) sum v_j^2 I_j d_j.
+        sum_v2d: (n_par,) sum v_j^2 d_j.
     """
 
     n: int
@@ -191,11 +205,30 @@ class ScoreMoments:
     sum_v2i2: float
     gradient: np.ndarray
     second: np.ndarray
+    sum_v2i: float
+    sum_v2id: np.ndarray
+    sum_v2d: np.ndarray
 
     @property
     def gradient_covariance(self) -> np.ndarray:
         """(n_par, n_par) MC covariance of g = grad ln N, sum v^2 d d^T / (sum v I)^2."""
         return self.second / self.sum_vi**2
+
+    @property
+    def log_normalisation_covariance(self) -> np.ndarray:
+        """(1 + n_par, 1 + n_par) joint MC covariance of (ln N, g = grad ln N).
+
+        Influence of event j: a_j = v_j (I_j / sum v I - 1 / sum v) on ln N (its sum is
+        exactly zero) and v_j d_j / sum v I on g; the covariance is the sum of their
+        outer products.
+        """
+        svi, sv = self.sum_vi, self.sum_v
+        var = self.sum_v2i2 / svi**2 - 2.0 * self.sum_v2i / (svi * sv) + self.sum_v2 / sv**2
+        cross = (self.sum_v2id / svi - self.sum_v2d / sv) / svi
+        out = np.empty((1 + cross.size, 1 + cross.size))
+        out[0, 0], out[0, 1:], out[1:, 0] = var, cross, cross
+        out[1:, 1:] = self.gradient_covariance
+        return out
 
     @property
     def effective_size(self) -> float:
@@ -233,7 +266,8 @@ def _compiled_chunk_sums(model: Model):
         v2 = v * v
         e = dI - I[:, None] * g0[None, :]
         return {"sum_v": jnp.sum(v), "sum_v2": jnp.sum(v2), "sum_vi": jnp.sum(v * I), "sum_vdi": v @ dI,
-                "A": (e * v2[:, None]).T @ e, "b": (v2 * I) @ e, "c": jnp.sum(v2 * I * I)}
+                "A": (e * v2[:, None]).T @ e, "b": (v2 * I) @ e, "c": jnp.sum(v2 * I * I),
+                "sum_v2i": jnp.sum(v2 * I), "sum_v2e": v2 @ e}
 
     return jax.jit(f)
 
@@ -272,7 +306,8 @@ def score_moments(model: Model, p: np.ndarray, chunks: Iterable[tuple[EventCache
               + total["c"] * np.outer(delta, delta))
     second = 0.5 * (second + second.T)
     return ScoreMoments(n, float(total["sum_v"]), float(total["sum_v2"]), float(total["sum_vi"]),
-                        float(total["c"]), g, second)
+                        float(total["c"]), g, second, float(total["sum_v2i"]),
+                        total["b"] - total["c"] * delta, total["sum_v2e"] - total["sum_v2i"] * delta)
 
 
 def iter_chunks(model: Model, source: EventCache | Events | Iterable[Events],
@@ -306,6 +341,39 @@ def iter_chunks(model: Model, source: EventCache | Events | Iterable[Events],
             yield cache, len(ev)
 
 
+def score_sensitivity(problem: FitProblem, p: np.ndarray) -> np.ndarray:
+    """(n_par, 1 + n_model) derivative of the NLL's gradient at p with respect to (ln N, g).
+
+    The NLL reads the normalisation MC through ln N(q) alone (q the model's
+    parameters, p = q plus a floating background fraction). A fluctuation of the
+    sample shifts the value of ln N at the fit point by delta_0 and its gradient
+    by delta_g, i.e. ln N(q) -> ln N(q) + delta_0 + delta_g . (q - q_hat) to first
+    order; the columns are d(grad NLL)/d(delta_0, delta_g) at zero shift, by
+    autodiff. Signal only, NLL = W ln N - sum w ln I, this is [0 | W 1]; with a
+    background term, ln N enters each event's ln((1 - f_b) I / N + f_b B) and
+    both columns matter.
+    """
+    model = problem.model
+    n = model.n_free
+    x = jnp.asarray(p, dtype=jnp.float64)
+    q_hat = x[:n]
+    data, mc = problem.data_cache, problem.mc_cache
+    background = problem.background_arguments()
+
+    def nll(x, shift):
+        q = x[:n]
+        log_norm = jnp.log(model.normalisation(q, mc)) + shift[0] + shift[1:] @ (q - q_hat)
+        signal = model.intensity(q, data) * jnp.exp(-log_norm)
+        if not background:
+            log_density = jnp.log(signal)
+        else:
+            density, fixed = background
+            log_density = mixture_log_density(signal, x[n] if problem.floating_background else fixed, density)
+        return -jnp.sum(data.weights * log_density)
+
+    return np.asarray(jax.jacfwd(jax.grad(nll), argnums=1)(x, jnp.zeros(n + 1)))
+
+
 def mc_statistical_covariance(problem: FitProblem, p: np.ndarray, hessian_inverse: np.ndarray, *,
                               mc: Events | Iterable[Events] | None = None,
                               chunk_size: int = DEFAULT_CHUNK) -> MCStatistics:
@@ -330,29 +398,35 @@ def mc_statistical_covariance(problem: FitProblem, p: np.ndarray, hessian_invers
     """
     model = problem.model
     p = np.asarray(p, dtype=np.float64)
+    n_par = problem.n_parameters
     hinv = np.asarray(hessian_inverse, dtype=np.float64)
-    if hinv.shape != (model.n_free, model.n_free):
-        raise ValueError(f"hessian_inverse has shape {hinv.shape}, expected ({model.n_free}, {model.n_free})")
+    if p.shape != (n_par,):
+        raise ValueError(f"p has shape {p.shape}, expected ({n_par},)")
+    if hinv.shape != (n_par, n_par):
+        raise ValueError(f"hessian_inverse has shape {hinv.shape}, expected ({n_par}, {n_par})")
     if mc is None:
         if not isinstance(problem.mc_cache, EventCache):
             raise FitError("the problem's normalisation cache holds no per-event arrays: pass its MC events "
                            "(mc=...) to estimate their statistical error")
         mc = problem.mc_cache
-    pj = jnp.asarray(p)
+    q = problem.signal_parameters(p)
+    qj = jnp.asarray(q)
     log_norm = lambda q: jnp.log(model.normalisation(q, problem.mc_cache))  # noqa: E731
-    norm = float(jnp.exp(log_norm(pj)))
-    g0 = np.asarray(jax.grad(log_norm)(pj))
-    m = score_moments(model, p, iter_chunks(model, mc, chunk_size), center=g0)
+    norm = float(jnp.exp(log_norm(qj)))
+    g0 = np.asarray(jax.grad(log_norm)(qj))
+    m = score_moments(model, q, iter_chunks(model, mc, chunk_size), center=g0)
     if abs(m.sum_vi / m.sum_v - norm) > NORMALISATION_TOLERANCE * abs(norm):
         raise FitError(f"the MC events give the normalisation {m.sum_vi / m.sum_v:.8g}, the problem's cache "
                        f"{norm:.8g}: pass the events the problem's normalisation was built from")
-    W = problem.sum_data_weights
-    C = W**2 * m.gradient_covariance
+    J = score_sensitivity(problem, p)
+    C = J @ m.log_normalisation_covariance @ J.T
+    C = 0.5 * (C + C.T)
     V = hinv @ C @ hinv
     V = 0.5 * (V + V.T)
     gen = problem.gen_cache
-    F, F_err, _, sf_err = propagate_fractions(lambda q: model.fit_fractions(q, gen), p, V)
-    return MCStatistics(tuple(model.parameter_names), tuple(model.resonance_names), V,
+    n = model.n_free
+    F, F_err, _, sf_err = propagate_fractions(lambda x: model.fit_fractions(x[:n], gen), p, V)
+    return MCStatistics(tuple(problem.parameter_names), tuple(model.resonance_names), V,
                         np.sqrt(np.clip(np.diag(V), 0.0, None)), F, F_err, sf_err, m.n, m.effective_size,
                         m.effective_normalisation_size, C)
 
@@ -386,4 +460,4 @@ def mc_statistics_of_fit(problem: FitProblem, result: FitResult, *,
 
 
 __all__ = ["MCStatistics", "ScoreMoments", "fit_hessian_inverse", "intensity_gradients", "iter_chunks",
-           "mc_statistical_covariance", "mc_statistics_of_fit", "score_moments"]
+           "mc_statistical_covariance", "mc_statistics_of_fit", "score_moments", "score_sensitivity"]

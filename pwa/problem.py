@@ -353,12 +353,20 @@ def _mixture_functions(model: Model, floating: bool):
     def log_density(p, data_cache, mc_cache, density, fixed_fraction):
         q, fb = (p[:n], p[n]) if floating else (p, fixed_fraction)
         signal = model.intensity(q, data_cache) / model.normalisation(q, mc_cache)
-        return jnp.log((1.0 - fb) * signal + fb * _padded(density, signal.shape[-1]))
+        return mixture_log_density(signal, fb, density)
 
     def nll(p, data_cache, mc_cache, density, fixed_fraction):
         return -jnp.sum(data_cache.weights * log_density(p, data_cache, mc_cache, density, fixed_fraction))
 
     return log_density, nll
+
+
+def mixture_log_density(signal: jnp.ndarray, fraction, density: jnp.ndarray) -> jnp.ndarray:
+    """(n,) ln((1 - f_b) S_i + f_b B_i) of signal densities S_i = I_i / N and background densities B_i.
+
+    ``density`` may be shorter than ``signal`` (zero-weight padding of a sharded data cache).
+    """
+    return jnp.log((1.0 - fraction) * signal + fraction * _padded(density, signal.shape[-1]))
 
 
 def _padded(density: jnp.ndarray, n: int) -> jnp.ndarray:

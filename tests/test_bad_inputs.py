@@ -553,6 +553,7 @@ def test_background_term_and_sideband_subtraction_from_the_command_line(world, t
     result = json.loads((out / "result.json").read_text())
     f_b = result["parameters"]["background_fraction"]
     assert 0.0 <= f_b["value"] < 0.5 and f_b["error"] > 0 and result["background"]["sample"].endswith("mc_b.npz")
+    assert "background_fraction" in result["mc_statistics"]["parameters"]  # the MC error with the term
     assert any(p.suffix == ".png" for p in out.iterdir())  # projections of signal + background
     out = tmp_path / "sb"
     code, stdout, err = run(capsys, pwa_app.main, [*[a.replace("{w}", str(world)).replace("{o}", str(tmp_path))
