@@ -169,6 +169,51 @@ _SFT = typer.Option(1.0, "--sf-target", help="Target sum of fractions of the con
 _SFL = typer.Option(0.0, "--sf-lambda", min=0.0, help="Strength of the fraction-sum constraint (0 = off).")
 
 
+_BACKGROUND = typer.Option(None, "--background",
+                           help="Background sample (sideband events or background MC): the likelihood becomes "
+                                "(1 - f_b) I/N + f_b B, B its density relative to the MC (a classifier density "
+                                "ratio, pwa.background).")
+_BACKGROUND_FRACTION = typer.Option(0.1, "--background-fraction", min=0.0, max=0.999,
+                                    help="f_b: its value, or its start with --float-background.")
+_FLOAT_BACKGROUND = typer.Option(True, "--float-background/--fixed-background",
+                                 help="Fit f_b (bounded to [0, 1]) or keep it at --background-fraction.")
+_BACKGROUND_METHOD = typer.Option("classifier", "--background-method",
+                                  help="Density ratio of --background: classifier or knn.")
+_SIDEBAND = typer.Option(None, "--sideband",
+                         help="Sideband events to subtract: they join the data with weight -(--sideband-scale) x "
+                              "their own, and the errors use the sandwich.")
+_SIDEBAND_SCALE = typer.Option(1.0, "--sideband-scale", min=0.0,
+                               help="Expected background in the signal region / sum of sideband weights.")
+
+
+def _check_background_method(method: str) -> None:
+    if method not in ("classifier", "knn"):
+        raise UserError(f"--background-method {method!r}: choose classifier or knn")
+
+
+def _with_background(m, data_events, mc_events, mc_info: dict, seed: int, *, background, background_fraction,
+                     float_background, background_method, sideband, sideband_scale):
+    """(data, background term or None, info): --sideband subtracted from the data, --background's term."""
+    bkg = None
+    if sideband is not None:
+        from fastsim.events import read_events
+        from pwa.background import sideband_subtraction
+
+        data_events = sideband_subtraction(data_events, read_events(sideband, m.reaction), sideband_scale)
+        typer.echo(f"sideband subtraction: {len(data_events)} events, sum of weights "
+                   f"{data_events.weight_array.sum():.1f}", err=True)
+        mc_info = {**mc_info, "sideband": {"sample": str(sideband), "scale": sideband_scale}}
+    if background is not None:
+        from fastsim.events import read_events
+        from pwa.background import background_model
+
+        bkg = background_model(data_events, mc_events, read_events(background, m.reaction),
+                               fraction=background_fraction, float_fraction=float_background,
+                               method=background_method, seed=seed)
+        mc_info = {**mc_info, "background": {"sample": str(background), **bkg.to_dict()}}
+    return data_events, bkg, mc_info
+
+
 def _executor_choice(value: str) -> str:
     from pwa.parallel import EXECUTORS
 
@@ -239,21 +284,12 @@ def fit(
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
-    background: Path = typer.Option(None, "--background",
-                                    help="Background sample (sideband events or background MC): the likelihood "
-                                         "becomes (1 - f_b) I/N + f_b B, B its density relative to the MC "
-                                         "(a classifier density ratio, pwa.background)."),
-    background_fraction: float = typer.Option(0.1, "--background-fraction", min=0.0, max=0.999,
-                                              help="f_b: its value, or its start with --float-background."),
-    float_background: bool = typer.Option(True, "--float-background/--fixed-background",
-                                          help="Fit f_b (bounded to [0, 1]) or keep it at --background-fraction."),
-    background_method: str = typer.Option("classifier", "--background-method",
-                                          help="Density ratio of --background: classifier or knn."),
-    sideband: Path = typer.Option(None, "--sideband",
-                                  help="Sideband events to subtract: they join the data with weight "
-                                       "-(--sideband-scale) x their own, and the errors use the sandwich."),
-    sideband_scale: float = typer.Option(1.0, "--sideband-scale", min=0.0,
-                                         help="Expected background in the signal region / sum of sideband weights."),
+    background: Path = _BACKGROUND,
+    background_fraction: float = _BACKGROUND_FRACTION,
+    float_background: bool = _FLOAT_BACKGROUND,
+    background_method: str = _BACKGROUND_METHOD,
+    sideband: Path = _SIDEBAND,
+    sideband_scale: float = _SIDEBAND_SCALE,
     mc_statistics: bool = typer.Option(True, "--mc-statistics/--no-mc-statistics",
                                        help="Report the error that the finite normalisation sample adds to every "
                                             "parameter and fraction (pwa.mc_statistics; it scales as 1/sqrt(M))."),
@@ -295,8 +331,7 @@ def fit(
                                            "--flow-model": flow_model, "--reweight": reweight,
                                            "--background": background, "--sideband": sideband},
                  files=("result.json", "report.md"))
-    if background_method not in ("classifier", "knn"):
-        raise UserError(f"--background-method {background_method!r}: choose classifier or knn")
+    _check_background_method(background_method)
     if significance and (sf_lambda or lasso):
         raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
     mesh = _device_setup(devices, distributed)
@@ -305,22 +340,10 @@ def fit(
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     if significance and len(m.resonance_names) < 2:
         raise UserError(f"--significance: {model} has one resonance; there is no reduced model to refit")
-    bkg = None
-    if sideband is not None:
-        from fastsim.events import read_events
-        from pwa.background import sideband_subtraction
-
-        data_events = sideband_subtraction(data_events, read_events(sideband, m.reaction), sideband_scale)
-        typer.echo(f"sideband subtraction: {len(data_events)} events, sum of weights "
-                   f"{data_events.weight_array.sum():.1f}", err=True)
-    if background is not None:
-        from fastsim.events import read_events
-        from pwa.background import background_model
-
-        bkg = background_model(data_events, mc_events, read_events(background, m.reaction),
-                               fraction=background_fraction, float_fraction=float_background,
-                               method=background_method, seed=seed)
-        mc_info = {**mc_info, "background": {"sample": str(background), **bkg.to_dict()}}
+    data_events, bkg, mc_info = _with_background(
+        m, data_events, mc_events, mc_info, seed, background=background, background_fraction=background_fraction,
+        float_background=float_background, background_method=background_method, sideband=sideband,
+        sideband_scale=sideband_scale)
     warnings, coverage = _input_warnings(m, data_events, mc_events, seed, strict)
     mc_info = {**mc_info, "mc_coverage": coverage}
     typer.echo(f"fitting {m} to {len(data_events)} events ({len(mc_events)} MC events) ...", err=True)
@@ -453,6 +476,12 @@ def scan_fraction(
     optimizer: str = _OPT,
     seed: int = seed_option(),
     out: Path = typer.Option(Path("scan_out"), "--out", help="Output folder."),
+    background: Path = _BACKGROUND,
+    background_fraction: float = _BACKGROUND_FRACTION,
+    float_background: bool = _FLOAT_BACKGROUND,
+    background_method: str = _BACKGROUND_METHOD,
+    sideband: Path = _SIDEBAND,
+    sideband_scale: float = _SIDEBAND_SCALE,
     executor: str = _EXECUTOR,
     workers: int = _WORKERS,
     scheduler: str = _SCHEDULER,
@@ -470,11 +499,17 @@ def scan_fraction(
     from pwa.scans import plot_fraction_scan, scan_fraction as run_scan
 
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
-                                           "--flow-model": flow_model}, files=("scan.md", "scan.json"))
+                                           "--flow-model": flow_model, "--background": background,
+                                           "--sideband": sideband}, files=("scan.md", "scan.json"))
+    _check_background_method(background_method)
     grid = _grid(targets, log=False)
     config = _fit_config(optimizer, 1, seed, grid[0], sf_lambda, 0.0)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
-    problem = FitProblem.build(m, data_events, mc_events)
+    data_events, bkg, mc_info = _with_background(
+        m, data_events, mc_events, mc_info, seed, background=background, background_fraction=background_fraction,
+        float_background=float_background, background_method=background_method, sideband=sideband,
+        sideband_scale=sideband_scale)
+    problem = FitProblem.build(m, data_events, mc_events, background=bkg)
     with progress_bar() as bar:
         task = bar.add_task("fraction scan", total=len(grid))
         points = run_scan(problem, grid, config, progress=lambda p: bar.advance(task), executor=executor,
@@ -507,6 +542,12 @@ def lasso_scan(
     optimizer: str = _OPT,
     seed: int = seed_option(),
     out: Path = typer.Option(Path("lasso_out"), "--out", help="Output folder."),
+    background: Path = _BACKGROUND,
+    background_fraction: float = _BACKGROUND_FRACTION,
+    float_background: bool = _FLOAT_BACKGROUND,
+    background_method: str = _BACKGROUND_METHOD,
+    sideband: Path = _SIDEBAND,
+    sideband_scale: float = _SIDEBAND_SCALE,
     executor: str = _EXECUTOR,
     workers: int = _WORKERS,
     scheduler: str = _SCHEDULER,
@@ -523,15 +564,21 @@ def lasso_scan(
     from pwa.scans import lasso_scan as run_lasso, plot_lasso_path
 
     check_output(out, folder=True, inputs={"--model": model, "--data": data, "--mc": None if mc == "flow" else mc,
-                                           "--flow-model": flow_model}, files=("lasso.md", "lasso.json"))
+                                           "--flow-model": flow_model, "--background": background,
+                                           "--sideband": sideband}, files=("lasso.md", "lasso.json"))
+    _check_background_method(background_method)
     grid = _grid(lambdas, log=True)
     config = _fit_config(optimizer, 1, seed, 1.0, 0.0, grid[0])
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed)
+    data_events, bkg, mc_info = _with_background(
+        m, data_events, mc_events, mc_info, seed, background=background, background_fraction=background_fraction,
+        float_background=float_background, background_method=background_method, sideband=sideband,
+        sideband_scale=sideband_scale)
     with progress_bar() as bar:
         task = bar.add_task("LASSO path", total=len(grid))
         path, best = run_lasso(m, data_events, mc_events, grid, config, threshold=threshold,
                                progress=lambda p: bar.advance(task), executor=executor, workers=workers,
-                               scheduler=scheduler)
+                               scheduler=scheduler, background=bkg)
     names = m.resonance_names
     lines = ["| lambda | " + " | ".join(names) + " | k | AIC | BIC |",
              "|---|" + "---|" * (len(names) + 3)]

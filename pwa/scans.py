@@ -11,6 +11,12 @@ Two ways to run the points:
   given). Points then do *not* follow one branch: where the objective has
   several minima, neighbouring points may land on different ones. Each
   worker rebuilds and compiles the problem once (:func:`pwa.workers.worker_problem`).
+
+Weighted data (e.g. sideband-subtracted) and a background term: the
+information criteria of the LASSO path use the NLL scaled by sum w / sum w^2
+(:func:`pwa.problem.likelihood_scale`) and N = (sum w)^2 / sum w^2 in BIC's
+k ln N (both exact for unit weights), and k counts a floating background
+fraction; a fraction scan's problem carries its background term itself.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from .card import parse_model_card
 from .errors import FitError
 from .fit import fit
 from .fit_result import FitConfig, FitResult
-from .problem import FitProblem, PortableProblem
+from .background import BackgroundModel
+from .problem import FitProblem, PortableProblem, effective_size, likelihood_scale
 from .workers import worker_minimizer, worker_problem
 from .parallel import check_executor, map_tasks
 
@@ -93,7 +100,7 @@ def scan_fraction(problem: FitProblem, targets: Sequence[float], config: FitConf
     check_executor(executor)
     if config.sf_lambda <= 0:
         raise FitError("a fraction scan needs a positive --sf-lambda")
-    x = problem.model.initial_values() if x0 is None else np.asarray(x0, dtype=np.float64)
+    x = problem.initial_values(x0)
     configs = [replace(config, sf_target=float(t)) for t in targets]
     if executor != "serial":
         def finished(i: int, res: FitResult) -> None:
@@ -141,7 +148,8 @@ def _selection(model: Model, result: FitResult, threshold: float) -> tuple[str, 
 
 
 def _selected_card(model: Model, values: np.ndarray, keep: tuple[str, ...]) -> tuple[dict, str]:
-    """(card dictionary, source) of the model at ``values`` reduced to the resonances ``keep``."""
+    """(card dictionary, source) of the model at ``values`` (its own free parameters, without a
+    floating background fraction) reduced to the resonances ``keep``."""
     reduced = Model.from_card(model.card_at(values))
     for name in model.resonance_names:
         if name not in keep:
@@ -149,28 +157,33 @@ def _selected_card(model: Model, values: np.ndarray, keep: tuple[str, ...]) -> t
     return reduced.card.to_dict(), str(reduced.card.source)
 
 
-def _refit_selection(samples: tuple[Events, Events, FitConfig], card: tuple[dict, str]) -> tuple[float, int]:
-    """(NLL, free parameters) of an unpenalised fit of a selected model.
+def _refit_selection(samples: tuple[Events, Events, FitConfig, BackgroundModel | None],
+                     card: tuple[dict, str]) -> tuple[float, int]:
+    """(NLL, free parameters, a floating background fraction included) of an unpenalised fit
+    of a selected model.
 
-    A :func:`~pwa.parallel.map_tasks` task: (data, mc, config) are shared,
+    A :func:`~pwa.parallel.map_tasks` task: (data, mc, config, background) are shared,
     the card (from :func:`_selected_card`) is the item.
     """
-    data, mc, config = samples
+    data, mc, config, background = samples
     reduced = Model.from_card(parse_model_card(card[0], source=card[1]))
-    return fit(reduced, data, mc, config).nll, reduced.n_free
+    extra = 0 if background is None else background.n_parameters
+    return fit(reduced, data, mc, config, background=background).nll, reduced.n_free + extra
 
 
 def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float], config: FitConfig,
                *, threshold: float = 1e-3, progress: Callable[[LassoPoint], None] | None = None,
                executor: str = "serial", workers: int | None = None,
-               scheduler: str | None = None) -> tuple[list[LassoPoint], LassoPoint]:
+               scheduler: str | None = None,
+               background: BackgroundModel | None = None) -> tuple[list[LassoPoint], LassoPoint]:
     """LASSO path: fit NLL + lambda sum_R sqrt(F_R + eps) for each lambda (ascending).
 
     At each lambda the selected model keeps the resonances with F_R above
     ``threshold``; it is refitted without penalty (once per distinct
-    selection, from the values of the first point that selected it) and
-    scored by AIC = 2 NLL + 2 k and BIC = 2 NLL + k ln N (k free
-    parameters, N the sum of data weights).
+    selection) and scored by AIC = 2 s NLL + 2 k and BIC = 2 s NLL + k ln N
+    (k free parameters, a floating background fraction included; s = sum w /
+    sum w^2 and N = (sum w)^2 / sum w^2 of the data weights: s = 1 and N the
+    number of events for unit weights).
 
     Serially each lambda starts from the previous minimum. On a parallel
     executor every lambda is an independent fit from the card's values
@@ -182,6 +195,8 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
         progress: called with each finished point (on a parallel executor
             once its selection's refit is done, in completion order).
         executor, workers, scheduler: as in :func:`scan_fraction`.
+        background: an explicit background term (:func:`pwa.background.background_model`),
+            in every fit of the path and every refit.
 
     Returns:
         (path in ascending lambda, the point with the smallest BIC).
@@ -190,15 +205,21 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
     if any(lam <= 0 for lam in lambdas):
         raise FitError("LASSO strengths must be positive")
     problem = FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels,
-                               gen_events=config.gen_events, gen_seed=config.gen_seed)
+                               gen_events=config.gen_events, gen_seed=config.gen_seed, background=background)
     configs = [replace(config, lasso=float(lam)) for lam in sorted(lambdas)]
     plain = replace(config, lasso=0.0, sf_lambda=0.0, starts=1)
-    N = problem.sum_data_weights
-    x0 = model.initial_values()
+    weights = data.weight_array
+    scale, N = likelihood_scale(weights), effective_size(weights)
+    x0 = problem.initial_values()
+    shared = (data, mc, plain, background)
+
+    def selected_card(res: FitResult, keep: tuple[str, ...]) -> tuple[dict, str]:
+        return _selected_card(model, problem.signal_parameters(res.values), keep)
 
     def point(cfg: FitConfig, res: FitResult, keep: tuple[str, ...], refit: tuple[float, int]) -> LassoPoint:
         nll_sel, k = refit
-        return LassoPoint(cfg.lasso, res, keep, nll_sel, k, 2 * nll_sel + 2 * k, 2 * nll_sel + k * np.log(N))
+        return LassoPoint(cfg.lasso, res, keep, nll_sel, k, 2 * scale * nll_sel + 2 * k,
+                          2 * scale * nll_sel + k * np.log(N))
 
     path: list[LassoPoint | None] = [None] * len(configs)
     if executor == "serial":
@@ -210,7 +231,7 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
             x = res.values
             keep = _selection(model, res, threshold)
             if keep not in refits:
-                refits[keep] = _refit_selection((data, mc, plain), _selected_card(model, res.values, keep))
+                refits[keep] = _refit_selection(shared, selected_card(res, keep))
             path[i] = point(cfg, res, keep, refits[keep])
             if progress:
                 progress(path[i])
@@ -227,9 +248,9 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
                     if progress:
                         progress(path[i])
 
-        map_tasks(_refit_selection, [_selected_card(model, results[i].values, keeps[i]) for i in first],
+        map_tasks(_refit_selection, [selected_card(results[i], keeps[i]) for i in first],
                   executor=executor, workers=workers, scheduler=scheduler, on_result=refitted,
-                  shared=(data, mc, plain))
+                  shared=shared)
     best = min(path, key=lambda p: p.bic)
     return path, best
 

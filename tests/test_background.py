@@ -285,6 +285,28 @@ def test_equal_weights_leave_sandwich_errors_and_scaled_significance_unchanged(m
     assert s_weighted.sigma == pytest.approx(s_plain.sigma, rel=1e-5)
 
 
+def test_lasso_information_criteria_use_the_scaled_nll_and_count_the_background_fraction(model, mc, signal_pool,
+                                                                                         background_pool):
+    """Weights all c = 0.5 and a floating background term: AIC = 2 s NLL + 2 k with s = sum w / sum w^2 = 1/c
+    (the AIC of the unweighted sample: its NLL is NLL_w / c), k counts f_b, and BIC's N is the effective size."""
+    from pwa.scans import lasso_scan
+
+    c = 0.5
+    events = Events.concatenate([signal_pool.subset(slice(0, 1500)), background_pool.subset(slice(8000, 8400))])
+    halved = Events(events.momenta, np.full(len(events), c), reaction=events.reaction)
+    term = BackgroundModel(g(events) / g(mc).mean(), fraction=0.25, float_fraction=True)
+    (point,), best = lasso_scan(model, halved, mc, [1.0], CONFIG, background=term)
+    assert best is point and point.result.parameter_names[-1] == BACKGROUND_FRACTION
+    assert point.selected == tuple(model.resonance_names)  # a weak penalty keeps all three
+    assert point.n_parameters == model.n_free + 1
+    # The refit is the unpenalised fit of the same model with the background term: its NLL lies below the
+    # penalised fit's plain NLL by less than the penalty (about 1.8 here); without the term it would
+    # differ by hundreds.
+    assert point.result.nll - 2.0 < point.refit_nll <= point.result.nll + 1e-6
+    assert point.aic == pytest.approx(2 * point.refit_nll / c + 2 * point.n_parameters, rel=1e-9)
+    assert point.bic == pytest.approx(2 * point.refit_nll / c + point.n_parameters * np.log(len(events)), rel=1e-9)
+
+
 def test_cancelling_negative_weights_enter_the_sandwich_through_w_squared(model, signal_pool, background_pool,
                                                                           caches):
     """Exact case: events T added once with weight +1 and once with -1 cancel in the NLL (same minimum, same
