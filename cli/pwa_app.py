@@ -402,15 +402,24 @@ def _joint_fit(fit_card: Path, out: Path, config, plots: bool) -> None:
     for c, entry in card.channels.items():
         inputs.update({f"{c}.model": card.path(entry.model), f"{c}.data": card.path(entry.data),
                        f"{c}.mc": card.path(entry.mc)})
+        for what in ("background", "sideband"):
+            if getattr(entry, what) is not None:
+                inputs[f"{c}.{what}.sample"] = card.path(getattr(entry, what).sample)
     check_output(out, folder=True, inputs=inputs, files=("joint.json", "joint.md"))
-    channels, events, warnings = {}, {}, {}
+    channels, events, warnings, infos = {}, {}, {}, {}
     for c, entry in card.channels.items():
         m = Model.from_card(load_model_card(card.path(entry.model)))
         d = read_events(card.path(entry.data), m.reaction)
         mc = read_events(card.path(entry.mc), m.reaction)
+        b, sb = entry.background, entry.sideband
+        d, bkg, infos[c] = _with_background(
+            m, d, mc, {}, config.seed, background=b and card.path(b.sample),
+            background_fraction=b.fraction if b else 0.0, float_background=bool(b and b.floating),
+            background_method=b.method if b else "classifier", sideband=sb and card.path(sb.sample),
+            sideband_scale=sb.scale if sb else 1.0)
         warnings[c], _ = _input_warnings(m, d, mc, config.seed, strict=False)
         typer.echo(f"channel {c}: {m} with {len(d)} events ({len(mc)} MC events)", err=True)
-        channels[c] = FitProblem.build(m, d, mc)
+        channels[c] = FitProblem.build(m, d, mc, background=bkg)
         events[c] = (d, mc)
     result = fit_joint(JointProblem.build(channels, card.shared), config)
     typer.echo(str(result))
@@ -420,7 +429,7 @@ def _joint_fit(fit_card: Path, out: Path, config, plots: bool) -> None:
     for c, r in result.channels.items():
         d, mc = events[c]
         write_fit_outputs(out / c, r, channels[c], data=d, mc=mc, plots=plots, warnings=warnings[c],
-                          extra={"fit_card": str(fit_card), "channel": c})
+                          extra={"fit_card": str(fit_card), "channel": c, **infos[c]})
     typer.echo(f"wrote joint.json, joint.md and {', '.join(result.channels)}/ (result.json, report.md) to {out}")
     if not result.converged:
         typer.echo("warning: the joint fit did not converge", err=True)

@@ -28,8 +28,24 @@ relative to the fit card::
       pipi:  {model: pipi.yaml,  data: data_pipi.parquet,  mc: mc_pipi.parquet}
     shared: ["f2'(1525):mass", "f2'(1525):width"]
 
-Not (yet) in joint fits: background terms, fraction-sum and LASSO
-penalties, random starts (the fit starts from the cards' values).
+A channel may carry background (:mod:`pwa.background`), as ``pwa fit``'s
+options do for one data set::
+
+    channels:
+      kk:
+        model: kk.yaml
+        data: data_kk.parquet
+        mc: mc_kk.parquet
+        background: {sample: bkg_mc_kk.parquet, fraction: 0.2}   # explicit term; float: true by default
+      pipi:
+        ...
+        sideband: {sample: sb_pipi.parquet, scale: 0.5}          # signed weights, sandwich errors
+
+A floating background fraction is the channel's own parameter
+``"<channel>/background_fraction"`` (it may be shared like any other).
+
+Not (yet) in joint fits: fraction-sum and LASSO penalties, random starts
+(the fit starts from the cards' values).
 """
 
 from __future__ import annotations
@@ -50,13 +66,33 @@ from .optimize import Minimizer, dumps, propagate_fractions
 from .problem import FitProblem
 
 
+class BackgroundEntry(BaseModel):
+    """A channel's explicit background term (``pwa fit --background``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sample: str
+    fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    floating: bool = Field(True, alias="float")
+    method: str = Field("classifier", pattern="^(classifier|knn)$")
+
+
+class SidebandEntry(BaseModel):
+    """A channel's sideband to subtract (``pwa fit --sideband``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sample: str
+    scale: float = Field(1.0, ge=0.0)
+
+
 class ChannelEntry(BaseModel):
-    """One channel of a fit card: its model card, data and normalisation MC files."""
+    """One channel of a fit card: its model card, data and normalisation MC files, and its background."""
 
     model_config = ConfigDict(extra="forbid")
     model: str
     data: str
     mc: str
+    background: BackgroundEntry | None = None
+    sideband: SidebandEntry | None = None
 
 
 class FitCard(BaseModel):
@@ -124,7 +160,7 @@ class JointProblem:
         names = tuple(channels)
         problems = tuple(channels.values())
         for s in shared:
-            having = [c for c, p in channels.items() if s in p.model.parameter_names]
+            having = [c for c, p in channels.items() if s in p.parameter_names]
             if len(having) < 2:
                 where = f"only of channel {having[0]}" if having else "of no channel"
                 raise FitError(f"shared: {s!r} is a free parameter {where}; a shared parameter must be free "
@@ -134,7 +170,7 @@ class JointProblem:
         index = []
         for c, p in channels.items():
             idx = []
-            for name, b in zip(p.model.parameter_names, p.model.bounds):
+            for name, b in zip(p.parameter_names, p.bounds):
                 key = name if name in shared else f"{c}/{name}"
                 if key not in bounds:
                     joint.append(key)
@@ -157,26 +193,25 @@ class JointProblem:
         """(n_free,) the cards' values; a shared parameter takes its first channel's value."""
         x = np.full(self.n_free, np.nan)
         for idx, p in zip(reversed(self.index), reversed(self.problems)):
-            x[idx] = p.model.initial_values()
+            x[idx] = p.initial_values()
         return x
 
     def arguments(self) -> tuple:
-        """The caches, the arguments after theta of :meth:`objective`."""
-        return tuple((p.data_cache, p.mc_cache) for p in self.problems)
+        """The caches and background terms, the arguments after theta of :meth:`objective`."""
+        return tuple((p.data_cache, p.mc_cache, *p.background_arguments()) for p in self.problems)
 
     def objective(self):
-        """The joint NLL as a pure function ``f(theta, caches)`` (module docstring)."""
-        models = [p.model for p in self.problems]
+        """The joint NLL as a pure function ``f(theta, channel arguments)`` (module docstring)."""
+        nlls = [p.nll_function() for p in self.problems]
         index = [jnp.asarray(i) for i in self.index]
 
-        def f(theta, caches):
-            return sum(m.nll(theta[i], d, mc) for m, i, (d, mc) in zip(models, index, caches))
+        def f(theta, arguments):
+            return sum(nll(theta[i], *a) for nll, i, a in zip(nlls, index, arguments))
 
         return f
 
     def channel_nll(self, c: int, theta: np.ndarray) -> float:
-        p = self.problems[c]
-        return float(p.model.nll(jnp.asarray(theta)[self.index[c]], p.data_cache, p.mc_cache))
+        return float(self.problems[c].nll(jnp.asarray(theta)[self.index[c]]))
 
 
 @dataclass(frozen=True)
@@ -251,8 +286,7 @@ def _joint_covariance(joint: JointProblem, x: np.ndarray, hessian: np.ndarray, h
         if p.weighted_data:  # sum_i w_i^2 g_i g_i^T: the sandwich with H^-1 = 1
             C[block] += p.sandwich_covariance(x[idx], np.eye(len(idx)))
         else:
-            C[block] += np.asarray(jax.hessian(lambda q: p.model.nll(q, p.data_cache, p.mc_cache))(
-                jnp.asarray(x[idx])))
+            C[block] += np.asarray(jax.hessian(p.nll)(jnp.asarray(x[idx])))
     return hinv @ C @ hinv
 
 
@@ -262,13 +296,13 @@ def _channel_result(joint: JointProblem, k: int, best, cov: np.ndarray, config: 
     problem, idx = joint.problems[k], joint.index[k]
     model = problem.model
     x, v = best.x[idx], cov[np.ix_(idx, idx)]
-    gen = problem.gen_cache
-    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(p, gen), x, v)
-    shared = [name for name in model.parameter_names if name in joint.shared]
+    gen, n = problem.gen_cache, model.n_free
+    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(p[:n], gen), x, v)
+    shared = [name for name in problem.parameter_names if name in joint.shared]
     note = (f"joint fit with channels {', '.join(joint.names)}; shared: {', '.join(shared) or 'none'}; "
             f"errors from the joint covariance")
     return FitResult(
-        model_source=str(model.card.source), parameter_names=tuple(model.parameter_names),
+        model_source=str(model.card.source), parameter_names=tuple(problem.parameter_names),
         resonance_names=tuple(model.resonance_names), values=x, errors=np.sqrt(np.clip(np.diag(v), 0.0, None)),
         covariance=v, nll=joint.channel_nll(k, best.x), objective=float(best.fun), converged=bool(best.converged),
         edm=float(best.edm), hessian_eigenvalues=np.asarray(best.hessian_eigenvalues),

@@ -141,7 +141,10 @@ def world(tmp_path_factory, small_card) -> Path:
     channels = "channels:\n  a: {model: card.yaml, data: data.npz, mc: mc.npz}\n" \
                "  b: {model: card.yaml, data: data_b.npz, mc: mc.npz}\n"
     write_events(w / "data_b.npz", Events.concatenate(list(iter_toys(model, 1500, det, seed=7))))
-    (w / "joint.yaml").write_text(channels + "shared: ['f0(1710):c0.mag', 'f0(1710):c0.phase']\n")
+    (w / "joint.yaml").write_text("channels:\n  a: {model: card.yaml, data: data.npz, mc: mc.npz}\n"
+                                  "  b: {model: card.yaml, data: data_b.npz, mc: mc.npz,\n"
+                                  "      sideband: {sample: mc_b.npz, scale: 0.01}}\n"
+                                  "shared: ['f0(1710):c0.mag', 'f0(1710):c0.phase']\n")
     (w / "joint_bad.yaml").write_text(channels + "shared: ['f0(1710):mass']\n")
     (w / "joint_nomc.yaml").write_text("channels:\n  a: {model: card.yaml, data: data.npz}\n")
     # Detector cards that do not validate, and one that accepts nothing.
@@ -533,7 +536,8 @@ def test_train_honours_the_weights_of_weighted_mc(world, tmp_path, capsys):
 
 
 def test_joint_fit_from_the_command_line(world, tmp_path, capsys):
-    """pwa fit --fit-card: two channels sharing the f0(1710) coupling; joint and per-channel outputs."""
+    """pwa fit --fit-card: two channels sharing the f0(1710) coupling, b with a sideband subtracted; joint and
+    per-channel outputs."""
     out = tmp_path / "joint"
     code, stdout, err = run(capsys, pwa_app.main, ["fit", "--fit-card", world / "joint.yaml", "--out", out,
                                                    "--no-plots"])
@@ -546,6 +550,9 @@ def test_joint_fit_from_the_command_line(world, tmp_path, capsys):
         assert result["channel"] == c and "f0(1710)" in result["fractions"]
         assert (out / c / "report.md").exists()
     assert result["parameters"]["f0(1710):c0.mag"]["value"] == joint["parameters"]["f0(1710):c0.mag"]["value"]
+    # channel b: the sideband joined its data with weight -0.01 (signed weights: the sandwich)
+    assert result["sum_data_weights"] == pytest.approx(1500 - 0.01 * 3000)
+    assert result["sideband"]["scale"] == 0.01 and result["covariance_kind"].startswith("sandwich")
 
 
 def test_background_term_and_sideband_subtraction_from_the_command_line(world, tmp_path, capsys):

@@ -117,6 +117,10 @@ def test_fit_card_errors_name_the_file_and_field(tmp_path):
     bad.write_text("channels: {}\n")
     with pytest.raises(ModelCardError, match="joint.yaml: field channels"):
         load_fit_card(bad)
+    bad.write_text("channels:\n  kk: {model: a.yaml, data: d.npz, mc: m.npz, background: {sample: b.npz, "
+                   "method: histogram}}\n")
+    with pytest.raises(ModelCardError, match="joint.yaml: field channels.kk.background.method"):
+        load_fit_card(bad)
     bad.write_text("channels:\n  kk: {model: a.yaml, data: d.npz, mc: m.npz}\nshare: [x]\n")
     with pytest.raises(ModelCardError, match="field share: Extra inputs are not permitted"):
         load_fit_card(bad)
@@ -126,3 +130,46 @@ def test_fit_card_errors_name_the_file_and_field(tmp_path):
     card = load_fit_card(good)
     assert card.path(card.channels["kk"].model) == good.parent / "a.yaml"
     assert str(card.path(card.channels["kk"].data)) == "/abs/d.npz"
+
+
+def test_a_channel_with_a_background_term(channels):
+    """Channel A gets 25 % background (flat x a rising K K mass) and the explicit term with its exact
+    density, f_b floating: the joint fit recovers the shared coupling and A's background fraction
+    ("A/background_fraction"), and the joint NLL is still the sum of the channels'."""
+    import jax.numpy as jnp
+
+    from pwa.background import BackgroundModel
+
+    def shape(events):
+        m = events.helicity_variables[:, 0]
+        return 1.0 + 2.0 * (m - m.min()) / (m.max() - m.min())
+
+    model, data, mc = channels["A"]
+    flat = flat_events(6000, seed=12)
+    rng = np.random.default_rng(13)
+    s = shape(flat)
+    bkg = flat.subset(np.flatnonzero(rng.uniform(size=len(flat)) < s / s.max())[:667])
+    mixed = Events.concatenate([data, bkg])
+    m_mixed = mixed.helicity_variables[:, 0]
+    lo, hi = flat.helicity_variables[:, 0].min(), flat.helicity_variables[:, 0].max()
+    g = lambda m: 1.0 + 2.0 * (m - lo) / (hi - lo)  # noqa: E731
+    density = g(m_mixed) / g(mc.helicity_variables[:, 0]).mean()
+    term = BackgroundModel(density, fraction=0.2, float_fraction=True)
+    problems = {"A": FitProblem.build(model, mixed, mc, background=term),
+                "B": FitProblem.build(*channels["B"])}
+    joint = JointProblem.build(problems, SHARED)
+    i_fb = joint.parameter_names.index("A/background_fraction")
+    assert joint.bounds[i_fb] == (0.0, 1.0)
+    x = joint.initial_values()
+    f = joint.objective()
+    assert float(f(jnp.asarray(x), joint.arguments())) == pytest.approx(
+        joint.channel_nll(0, x) + joint.channel_nll(1, x), rel=1e-12)
+    result = fit_joint(joint)
+    assert result.converged
+    v, e = result.channels["A"].parameter("background_fraction")
+    assert abs(v - 667 / 2667) < 3.5 * e and e < 0.05
+    truth = dict(zip(model.parameter_names, model.initial_values()))
+    for name in SHARED:
+        i = result.parameter_names.index(name)
+        assert abs(result.values[i] - truth[name]) < 3.5 * result.errors[i], name
+    assert result.channels["A"].parameter_names[-1] == "background_fraction"
