@@ -233,11 +233,15 @@ class ResonanceCard(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ResonanceCard":
-        params = self.lineshape_spec.parameters
+        spec = self.lineshape_spec
+        params = spec.parameters
         for name in self.float_:
             if name not in params:
                 raise ValueError(f"float: {name!r} is not a parameter of lineshape "
                                  f"{self.lineshape['type']} ({', '.join(params) or 'none'})")
+            if name in spec.fixed:
+                raise ValueError(f"float: {name!r} is a fixed constant of lineshape {self.lineshape['type']} "
+                                 "and cannot float")
         if len(set(self.float_)) != len(self.float_):
             raise ValueError("float: a parameter is listed twice")
         for name, (lo, hi) in self.bounds.items():

@@ -43,7 +43,14 @@ Conventions (written here because PHYSICS.md leaves them open):
   phi f_J); ``Flatte_abs`` below reproduces the author's code;
 * ``NR``: ``1`` (a constant S-wave term);
 * ``KMatrix``: the coupled-channel S wave ``[(I - i K rho)^{-1} P]_k`` with a
-  P-vector, poles and channels named in the card: see :mod:`pwa.kmatrix`.
+  P-vector, poles and channels named in the card: see :mod:`pwa.kmatrix`;
+* ``BW_channels``: the ``BW`` with its running width summed over decay
+  channels named in the card, ``Gamma(m) = sum_c Gamma0 BR_c (q_c/q_c0) (m0/m)
+  B_Lc^2(q_c)/B_Lc^2(q_c0)`` (each channel its own break-up momentum and
+  barrier), the numerator ``B_L(q) m0 Gamma0`` of the node's pair as in ``BW``:
+  see :mod:`pwa.decay_channels`. ``BW`` and ``BW_channels`` share
+  :func:`partial_width` and :func:`running_width_breit_wigner`; one channel,
+  the node's pair, is ``BW``.
 
 The lineshapes of the seed author's public code (PWACG, ``pwa/propogator.py``
 used by ``config/pwa_info_kk.json``, PHYSICS.md section 5), with ``s = m^2``:
@@ -132,6 +139,9 @@ class LineshapeType:
         specialise: for a family only, ``specialise(mapping) -> (type, canonical
             mapping)`` of one card's lineshape mapping (raises ValueError naming
             the field); see :meth:`for_card`.
+        fixed: parameters that a card may not list in ``float`` (constants of
+            the lineshape's structure, such as the branching fractions of
+            ``BW_channels``, which must keep summing to 1).
     """
 
     name: str
@@ -144,6 +154,7 @@ class LineshapeType:
     example_spin: int = 0
     doc: str = ""
     specialise: Callable[[Mapping[str, Any]], tuple["LineshapeType", dict[str, Any]]] | None = None
+    fixed: tuple[str, ...] = ()
 
     def bind(self, ctx: LineshapeContext) -> LineshapeFunction:
         """The ``(m, params) -> complex`` function for fixed kinematics."""
@@ -168,6 +179,7 @@ def register_lineshape(name: str, parameters: tuple[str, ...], *,
                        validate: Callable[[Mapping[str, float], LineshapeContext], list[str]] | None = None,
                        example: Mapping[str, float] | None = None, example_spin: int = 0,
                        specialise: Callable[[Mapping[str, Any]], tuple[LineshapeType, dict[str, Any]]] | None = None,
+                       fixed: tuple[str, ...] = (),
                        ) -> Callable[[Callable[..., jnp.ndarray]], Callable[..., jnp.ndarray]]:
     """Decorator registering ``function(m, params, *, ctx) -> complex`` under ``name``."""
 
@@ -179,7 +191,8 @@ def register_lineshape(name: str, parameters: tuple[str, ...], *,
         if set(ex) != set(parameters):
             raise ValueError(f"lineshape {name!r}: the example must give every parameter {parameters}")
         LINESHAPES[name] = LineshapeType(name, function, tuple(parameters), dict(defaults or {}),
-                                         dict(bounds or {}), validate, ex, example_spin, doc, specialise)
+                                         dict(bounds or {}), validate, ex, example_spin, doc, specialise,
+                                         tuple(fixed))
         return function
 
     return decorate
@@ -251,20 +264,54 @@ _BW_BOUNDS: dict[str, Bound] = {"mass": (0.0, None), "width": (1e-6, None), "rad
 # --- the registered lineshapes -------------------------------------------------
 
 
+def partial_width(m: jnp.ndarray, m0: jnp.ndarray, gamma0: jnp.ndarray, radius: jnp.ndarray, L: int,
+                  m1: float, m2: float) -> jnp.ndarray:
+    """Running partial width Gamma_c(m) of one two-body channel c -> m1 m2 in the wave L.
+
+    ``Gamma_c(m) = gamma0 (q/q0) (m0/m) B_L^2(q)/B_L^2(q0)`` (PHYSICS.md
+    section 3), q and q0 the channel's break-up momenta at m and m0, so that
+    ``Gamma_c(m0) = gamma0``. The unnormalised B_L^2 carries the ``q^{2L}`` of
+    the centrifugal barrier: the width goes as ``(q/q0)^{2L+1}`` at small q.
+    Zero below the channel's threshold (q = 0 there, no continuation). Needs
+    m0 above the threshold (q0 > 0).
+
+    Args:
+        m: (n,) masses (GeV); m0, gamma0, radius: scalars (traced when they float).
+        L: orbital angular momentum of the channel (0..4, static).
+        m1, m2: the channel's masses (GeV, static).
+
+    Returns:
+        (n,) real Gamma_c(m) in GeV.
+    """
+    q2 = jnp.maximum(breakup_momentum_squared(m, m1, m2), 0.0)
+    q02 = breakup_momentum_squared(m0, m1, m2)
+    b2 = blatt_weisskopf_squared(q2 * radius**2, L)
+    b02 = blatt_weisskopf_squared(q02 * radius**2, L)
+    # sqrt(q2) does not depend on the parameters, so its infinite slope at q = 0
+    # never enters a gradient.
+    return gamma0 * (jnp.sqrt(q2) / jnp.sqrt(q02)) * (m0 / m) * b2 / b02
+
+
+def running_width_breit_wigner(m: jnp.ndarray, m0: jnp.ndarray, g0: jnp.ndarray, radius: jnp.ndarray,
+                               width: jnp.ndarray, ctx: LineshapeContext) -> jnp.ndarray:
+    """``B_L(q) m0 Gamma0 / (m0^2 - m^2 - i m0 Gamma(m))`` for a given running width Gamma(m).
+
+    The numerator's barrier factor is that of the resonance's own decay (the
+    pair of ``ctx``, L = ``ctx.spin``); ``width`` is Gamma(m), shape (n,).
+    """
+    q2 = jnp.maximum(breakup_momentum_squared(m, ctx.m1, ctx.m2), 0.0)
+    b = barrier_factor(blatt_weisskopf_squared(q2 * radius**2, ctx.spin))
+    return b * m0 * g0 / (m0**2 - m**2 - 1j * m0 * width)
+
+
 @register_lineshape("BW", ("mass", "width", "radius"), defaults={"radius": 1.0},
                     bounds=_BW_BOUNDS, validate=require_above_threshold,
                     example={"mass": 1.5223, "width": 0.0858, "radius": 1.0}, example_spin=2)
 def breit_wigner(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: LineshapeContext) -> jnp.ndarray:
     """Relativistic Breit-Wigner with energy-dependent width and Blatt-Weisskopf factor."""
     m0, g0, d = params["mass"], params["width"], params["radius"]
-    q2 = jnp.maximum(breakup_momentum_squared(m, ctx.m1, ctx.m2), 0.0)
-    q02 = breakup_momentum_squared(m0, ctx.m1, ctx.m2)
-    b2 = blatt_weisskopf_squared(q2 * d**2, ctx.spin)
-    b02 = blatt_weisskopf_squared(q02 * d**2, ctx.spin)
-    # sqrt(q2) does not depend on the parameters, so its infinite slope at q = 0
-    # never enters a gradient.
-    width = g0 * (jnp.sqrt(q2) / jnp.sqrt(q02)) * (m0 / m) * b2 / b02
-    return barrier_factor(b2) * m0 * g0 / (m0**2 - m**2 - 1j * m0 * width)
+    width = partial_width(m, m0, g0, d, ctx.spin, ctx.m1, ctx.m2)
+    return running_width_breit_wigner(m, m0, g0, d, width, ctx)
 
 
 @register_lineshape("BW_const", ("mass", "width", "radius"), defaults={"radius": 1.0},
@@ -367,5 +414,6 @@ def non_resonant(m: jnp.ndarray, params: Mapping[str, jnp.ndarray], *, ctx: Line
     return jnp.ones_like(m) + 0j
 
 
-# The K-matrix family registers itself (it imports the registry from this module).
+# The K-matrix and BW_channels families register themselves (they import the registry from this module).
 from . import kmatrix as _kmatrix  # noqa: E402,F401
+from . import decay_channels as _decay_channels  # noqa: E402,F401
