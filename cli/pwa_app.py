@@ -283,6 +283,11 @@ def fit(
                                   help="With --mc flow: conventional MC file; a classifier between it and the "
                                        "flow sample gives per-event weights D/(1-D) (DCTR)."),
     significance: bool = typer.Option(False, "--significance", help="Refit without each resonance."),
+    significance_toys: int = typer.Option(0, "--significance-toys", min=0,
+                                          help="Toy-calibrated significance of each resonance: N pseudo-"
+                                               "experiments drawn from the MC under the fit without it, each "
+                                               "fitted with and without it (pwa.significance_toys; unweighted "
+                                               "data)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
     background: Path = _BACKGROUND,
     background_fraction: float = _BACKGROUND_FRACTION,
@@ -334,12 +339,21 @@ def fit(
     _check_background_method(background_method)
     if significance and (sf_lambda or lasso):
         raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
+    if significance_toys and (sf_lambda or lasso):
+        raise UserError("--significance-toys compares plain NLLs: switch off --sf-lambda and --lasso")
+    if significance_toys and sideband is not None:
+        raise UserError("--significance-toys needs unweighted data, and --sideband gives signed weights: use "
+                        "--significance (Wilks, scaled by sum w / sum w^2)")
     mesh = _device_setup(devices, distributed)
 
     config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
-    if significance and len(m.resonance_names) < 2:
-        raise UserError(f"--significance: {model} has one resonance; there is no reduced model to refit")
+    for flag, on in (("--significance", significance), ("--significance-toys", significance_toys)):
+        if on and len(m.resonance_names) < 2:
+            raise UserError(f"{flag}: {model} has one resonance; there is no reduced model to refit")
+    if significance_toys and np.any(data_events.weight_array != 1.0):
+        raise UserError(f"--significance-toys: {data} has weighted events; the toys are unweighted: use "
+                        "--significance (Wilks, scaled by sum w / sum w^2)")
     data_events, bkg, mc_info = _with_background(
         m, data_events, mc_events, mc_info, seed, background=background, background_fraction=background_fraction,
         float_background=float_background, background_method=background_method, sideband=sideband,
@@ -384,6 +398,24 @@ def fit(
                        f"{s.n_parameters} parameters)")
         write(sig)
         typer.echo(f"added the significances to {out / 'result.json'} and {out / 'report.md'}")
+    if significance_toys:
+        from pwa.significance_toys import toy_significances
+
+        try:
+            with progress_bar() as bar:
+                tasks = {name: bar.add_task(f"{name}: significance toys", total=significance_toys)
+                         for name in m.resonance_names}
+                toys = toy_significances(m, data_events, mc_events, result, significance_toys, config, seed=seed,
+                                         background=bkg,
+                                         progress=lambda name, i: bar.update(tasks[name], completed=i))
+        except (FitError, ModelCardError) as exc:
+            raise UserError(f"--significance-toys: {exc} (the fit itself is written to {out / 'result.json'})"
+                            ) from None
+        for t in toys:
+            typer.echo(f"  {t}")
+        mc_info = {**mc_info, "significance_toys": {t.resonance: t.to_dict() for t in toys}}
+        write(sig if significance else None)
+        typer.echo(f"added the toy significances to {out / 'result.json'}")
     if not result.converged:
         typer.echo("warning: the fit did not converge (see report.md)", err=True)
         raise typer.Exit(3)

@@ -309,6 +309,10 @@ CASES = [
          says=("--significance", "--sf-lambda")),
     Case("significance-one-resonance", "pwa", (*fit(model="{w}/one.yaml"), "--significance"),
          says=("--significance", "one resonance")),
+    Case("significance-toys-with-sideband", "pwa", (*FIT, "--significance-toys", "5", "--sideband", C),
+         says=("--significance-toys", "unweighted")),
+    Case("significance-toys-with-lasso", "pwa", (*FIT, "--significance-toys", "5", "--lasso", "1"),
+         says=("--significance-toys", "--lasso")),
     Case("fractions-n-mc-zero", "pwa", ("fractions", "--model", M, "--n-mc", "0"), says=("--n-mc",)),
     Case("closure-n-data-tiny", "pwa", ("closure", "--model", M, "--n-data", "5"), says=("--n-data",)),
     Case("closure-unknown-optimizer", "pwa", ("closure", "--model", M, "--out", "{o}/c", "--optimizer", "adam"),
@@ -553,6 +557,20 @@ def test_joint_fit_from_the_command_line(world, tmp_path, capsys):
     # channel b: the sideband joined its data with weight -0.01 (signed weights: the sandwich)
     assert result["sum_data_weights"] == pytest.approx(1500 - 0.01 * 3000)
     assert result["sideband"]["scale"] == 0.01 and result["covariance_kind"].startswith("sandwich")
+
+
+def test_toy_significance_from_the_command_line(world, tmp_path, capsys):
+    """pwa fit --significance-toys 2: every resonance's toy significance lands in result.json."""
+    out = tmp_path / "toys"
+    code, stdout, err = run(capsys, pwa_app.main, [*[a.replace("{w}", str(world)).replace("{o}", str(tmp_path))
+                                                     for a in fit(out=str(out))], "--significance-toys", "2",
+                                                   "--no-mc-statistics"])
+    assert code in (0, 3), stdout + err
+    toys = json.loads((out / "result.json").read_text())["significance_toys"]
+    assert set(toys) == {"f0(980)", "f2'(1525)", "f0(1710)"}
+    for t in toys.values():
+        assert t["n_toys"] + t["n_failed"] == 2 and 0 < t["p_value"] <= 1
+    assert "sigma from" in stdout
 
 
 def test_background_term_and_sideband_subtraction_from_the_command_line(world, tmp_path, capsys):
