@@ -5,9 +5,13 @@ differ in the f2'(1525) helicity-1 and -2 couplings and share its helicity-0
 coupling (magnitude and phase) and everything else of the f0(1710). Each toy
 draws new data for both channels (generator level, N events each) and fits
 A alone, B alone and A + B jointly (pwa.joint) with the same normalisation
-MC. Written: experiments/results/joint/README.md and results.json.
+MC: by default one MC for all toys, with --fresh-mc a new one per toy (seeded
+from the toy's seed), for the single-channel and the joint fits alike.
+Written: experiments/results/joint/README.md and results.json (with --fresh-mc
+README_fresh_mc.md and results_fresh_mc.json; --tag names other suffixes).
 
     python experiments/joint/run.py --toys 20 --n 2000
+    python experiments/joint/run.py --toys 20 --n 2000 --fresh-mc
 """
 
 from __future__ import annotations
@@ -59,18 +63,28 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000, help="events per channel and toy")
     ap.add_argument("--n-mc", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--fresh-mc", action="store_true",
+                    help="a new normalisation MC per toy instead of one for all toys")
+    ap.add_argument("--tag", default=None,
+                    help="suffix of the output files (default: none, 'fresh_mc' with --fresh-mc)")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "joint")
     args = ap.parse_args()
+    tag = ("fresh_mc" if args.fresh_mc else "") if args.tag is None else args.tag
+    suffix = f"_{tag}" if tag else ""
     models = {c: Model.from_card(parse_model_card(raw, source=f"<channel {c}>")) for c, raw in cards().items()}
     truth = {c: dict(zip(m.parameter_names, m.initial_values())) for c, m in models.items()}
-    mc = flat_events(args.n_mc, seed=args.seed * 1000)
+    if not args.fresh_mc:
+        mc = flat_events(args.n_mc, seed=args.seed * 1000)
     config = FitConfig()
     records = []
     t0 = time.perf_counter()
     for toy in range(args.toys):
+        toy_seed = args.seed * 7919 + 2 * toy  # data of channel k: toy_seed + k
+        if args.fresh_mc:  # one MC for both channels of this toy, its own stream
+            mc = flat_events(args.n_mc, seed=[toy_seed, 1000])
         problems, datas = {}, {}
         for k, (c, m) in enumerate(models.items()):
-            datas[c] = Events.concatenate(list(iter_toys(m, args.n, Detector(None), seed=args.seed * 7919 + 2 * toy + k)))
+            datas[c] = Events.concatenate(list(iter_toys(m, args.n, Detector(None), seed=toy_seed + k)))
             problems[c] = FitProblem.build(m, datas[c], mc)
         alone = {c: fit(models[c], datas[c], mc, config, problem=problems[c]) for c in models}
         joint = fit_joint(JointProblem.build(problems, SHARED), config)
@@ -109,16 +123,20 @@ def main() -> None:
                     for c in models} for name in SHARED}
     conv = {k: sum(r["converged"][k] for r in records) for k in ("A", "B", "joint")}
     args.out.mkdir(parents=True, exist_ok=True)
+    options = (" --fresh-mc" if args.fresh_mc else "") + (f" --tag {args.tag}" if args.tag is not None else "")
+    mc_text = (f"a new normalisation MC of {args.n_mc} flat events per toy (for its three fits)" if args.fresh_mc
+               else f"one normalisation MC of {args.n_mc} flat events for all fits")
     text = (f"# Joint fit toys: two channels sharing the f2'(1525) helicity-0 coupling\n\n"
-            f"`python experiments/joint/run.py --toys {args.toys} --n {args.n} --n-mc {args.n_mc}` "
-            f"({time.perf_counter() - t0:.0f} s). Generator level; {args.n} events per channel and toy; one "
-            f"normalisation MC of {args.n_mc} flat events for all fits. Converged: A alone {conv['A']}, B alone "
+            f"`python experiments/joint/run.py --toys {args.toys} --n {args.n} --n-mc {args.n_mc}"
+            + (f" --seed {args.seed}" if args.seed != 1 else "") + f"{options}` "
+            f"({time.perf_counter() - t0:.0f} s). Generator level; {args.n} events per channel and toy; {mc_text}. "
+            f"Converged: A alone {conv['A']}, B alone "
             f"{conv['B']}, joint {conv['joint']} of {args.toys}.\n\n"
             "Error of the joint fit on each shared parameter over the single-channel error (mean errors): "
             + "; ".join(f"{n}: A {ratio[n]['A']:.2f}, B {ratio[n]['B']:.2f}" for n in SHARED)
             + " (1/sqrt(2) = 0.71 for equal information).\n\n" + "\n".join(table) + "\n")
-    (args.out / "README.md").write_text(text)
-    (args.out / "results.json").write_text(json.dumps({"summary": summary, "ratio": ratio, "converged": conv,
+    (args.out / f"README{suffix}.md").write_text(text)
+    (args.out / f"results{suffix}.json").write_text(json.dumps({"summary": summary, "ratio": ratio, "converged": conv,
                                                        "records": records}, indent=1))
     print(text)
 
