@@ -62,7 +62,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import FitError, ModelCardError
 from .fit_result import FitConfig, FitResult
-from .optimize import Minimizer, dumps, propagate_fractions
+from .fraction_errors import propagate_model_fractions
+from .optimize import Minimizer, dumps
 from .problem import FitProblem
 
 
@@ -296,8 +297,8 @@ def _channel_result(joint: JointProblem, k: int, best, cov: np.ndarray, config: 
     problem, idx = joint.problems[k], joint.index[k]
     model = problem.model
     x, v = best.x[idx], cov[np.ix_(idx, idx)]
-    gen, n = problem.gen_cache, model.n_free
-    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(p[:n], gen), x, v)
+    gen = problem.gen_cache
+    F, F_err, sf, sf_err = propagate_model_fractions(model, gen, x, v)
     shared = [name for name in problem.parameter_names if name in joint.shared]
     note = (f"joint fit with channels {', '.join(joint.names)}; shared: {', '.join(shared) or 'none'}; "
             f"errors from the joint covariance")

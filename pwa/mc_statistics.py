@@ -62,7 +62,7 @@ neither, it already weighs every event by what it contributes.
 Fit fractions are integrals over the generator-level quadrature or MC of
 the problem's fraction cache, which is independent of the normalisation
 sample, so their MC errors follow from V_MC with the fraction Jacobian,
-sigma^2 = J V_MC J^T (:func:`pwa.optimize.propagate`).
+sigma^2 = J V_MC J^T (:func:`pwa.fraction_errors.propagate_model_fractions`).
 
 The per-event gradients grad I_j come from forward-mode autodiff
 (``jax.jacfwd`` of :meth:`~pwa.amplitude.Model.intensity`, any lineshapes,
@@ -92,7 +92,7 @@ from .caches import EventCache
 from .chunked import split_cache
 from .errors import FitError
 from .fit_result import FitResult
-from .optimize import propagate_fractions
+from .fraction_errors import propagate_model_fractions
 from .problem import FitProblem, mixture_log_density
 from .sharding import n_events, pad_cache
 
@@ -423,9 +423,7 @@ def mc_statistical_covariance(problem: FitProblem, p: np.ndarray, hessian_invers
     C = 0.5 * (C + C.T)
     V = hinv @ C @ hinv
     V = 0.5 * (V + V.T)
-    gen = problem.gen_cache
-    n = model.n_free
-    F, F_err, _, sf_err = propagate_fractions(lambda x: model.fit_fractions(x[:n], gen), p, V)
+    F, F_err, _, sf_err = propagate_model_fractions(model, problem.gen_cache, p, V)
     return MCStatistics(tuple(problem.parameter_names), tuple(model.resonance_names), V,
                         np.sqrt(np.clip(np.diag(V), 0.0, None)), F, F_err, sf_err, m.n, m.effective_size,
                         m.effective_normalisation_size, C)
