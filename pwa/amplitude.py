@@ -23,6 +23,36 @@ and stores them as separate real and imaginary float64 arrays; every call of
 recomputes only couplings and lineshapes from the free-parameter vector p.
 With fixed lineshapes they are folded into the stored factors (and the
 permutations summed), so that a call only forms sum_k c_k G_ks.
+
+Fit bounds of floating lineshape parameters (:attr:`Model.bounds`, seen by
+every optimiser and by :func:`pwa.starts.random_starts`). A benchmark fit ran
+an f2(1270) mass off to 8e4 GeV; a mass and a width therefore get physical
+default bounds, side by side:
+
+* the card's explicit ``bounds:`` of the parameter win (a side given as
+  ``null`` takes the default below);
+* otherwise the lineshape's own bound (:data:`pwa.lineshapes.LINESHAPES`)
+  intersected with a physical one:
+  ``mass`` in [threshold - :data:`MASS_MARGIN`, m_max + :data:`MASS_MARGIN`]
+  of the resonance's node (:func:`kinematic_mass_range`: threshold = the sum of
+  the node's final-state masses, m_max = the parent mass minus the masses of
+  the final-state particles not in the node), and ``width`` in
+  [:data:`WIDTH_MIN`, :data:`WIDTH_MAX`] = [1e-6, 2] GeV. The margin keeps
+  states that cards legitimately put just outside the range (the f0(980) in
+  K+ K-, 8 MeV below threshold; a state above the range whose tail is seen)
+  inside; 0.1 GeV is a fixed margin rather than "a few widths" because a
+  Flatte has no width and a floating width would make the bound move;
+* a card mass outside [threshold, m_max] takes the place of that end of the
+  range (the bound is then the value -+ MASS_MARGIN), and a card width above
+  WIDTH_MAX / 2 raises the upper bound to twice the value, so that every card
+  keeps fitting from its own values with room on both sides;
+* a Breit-Wigner with energy-dependent width keeps its floor just above
+  threshold (:data:`THRESHOLD_MARGIN`), whatever the card says: q0 must be real.
+
+Other lineshape parameters (radii, Flatte couplings, K-matrix entries) keep
+the lineshape's own bounds: the Flatte couplings in particular run together
+along a known near-flat direction (Baru et al., Eur. Phys. J. A 23 (2005) 523)
+that a bound would only cut.
 """
 
 from __future__ import annotations
@@ -51,15 +81,61 @@ SPIN_STATES: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 #: A floating Breit-Wigner mass stays this far (GeV) above its decay's threshold.
 THRESHOLD_MARGIN = 1e-3
 
+#: Default physical bound of a floating mass: its node's kinematic range widened by this (GeV) on
+#: each side, so that a sub-threshold state (the f0(980) in K+ K-) stays allowed.
+MASS_MARGIN = 0.1
 
-def _fit_bound(resonance, name: str, daughters: tuple[float, float]) -> tuple[float | None, float | None]:
-    """Fit bound of a lineshape parameter.
+#: Default physical bounds (GeV) of a floating width.
+WIDTH_MIN = 1e-6
+WIDTH_MAX = 2.0
+
+
+def kinematic_mass_range(reaction: Reaction, node: str) -> tuple[float, float]:
+    """(threshold, m_max) of the invariant mass of an inner node of the reaction's chains.
+
+    threshold = the sum of the masses of the final-state particles below the
+    node; m_max = the parent mass minus the masses of the other final-state
+    particles (all of them at rest in the node's recoil system).
+
+    Raises:
+        KeyError: no chain has the node.
+    """
+    for chain in reaction.chains:
+        if node in chain.inner_labels:
+            below = chain.node(node).leaves
+            inside = sum(reaction.masses[reaction.index(label)] for label in below)
+            return inside, reaction.parent_mass - (sum(reaction.masses) - inside)
+    raise KeyError(f"no chain of {reaction} has the node {node!r}")
+
+
+def _side(card_side: float | None, own: float | None, physical: float | None, pick) -> float | None:
+    """One side of a bound: the card's, else the tighter of the lineshape's own and the physical one."""
+    if card_side is not None:
+        return card_side
+    if own is None or physical is None:
+        return own if physical is None else physical
+    return pick(own, physical)
+
+
+def _fit_bound(resonance, name: str, daughters: tuple[float, float],
+               mass_range: tuple[float, float]) -> tuple[float | None, float | None]:
+    """Fit bound of a lineshape parameter (see the module docstring).
 
     A Breit-Wigner with energy-dependent width needs q0 = q(m0) > 0, so a
     floating BW mass is bounded below by its decay's threshold (plus a small
     margin): without it a fit can step below threshold into NaNs.
     """
-    lo, hi = resonance.parameter_bounds(name)
+    own = resonance.lineshape_spec.bounds.get(name, (None, None))
+    card = resonance.bounds.get(name, (None, None))
+    value = resonance.lineshape_parameters[name]
+    physical: tuple[float | None, float | None] = (None, None)
+    if name == "mass":
+        thr, m_max = mass_range
+        physical = (max(min(thr, value) - MASS_MARGIN, 0.0), max(m_max, value) + MASS_MARGIN)
+    elif name == "width":
+        physical = (min(WIDTH_MIN, value), max(WIDTH_MAX, 2.0 * value))
+    lo = _side(card[0], own[0], physical[0], max)
+    hi = _side(card[1], own[1], physical[1], min)
     if name == "mass" and LINESHAPES[resonance.lineshape_type].validate is require_above_threshold:
         thr = sum(daughters) + THRESHOLD_MARGIN
         lo = thr if lo is None else max(lo, thr)
@@ -94,7 +170,10 @@ class Model:
         all_parameter_names: names of the full vector.
         parameter_names: names of the free parameters, e.g.
             ``"f2(1270):c1.mag"``, ``"f2(1270):h(+1,+2).phase"``, ``"f2'(1525):mass"``.
-        bounds: (lo, hi) per free parameter, None = unbounded.
+        bounds: (lo, hi) per free parameter, None = unbounded: coupling
+            magnitudes >= 0, phases unbounded, lineshape parameters as the
+            module docstring says (a floating mass within its node's
+            kinematic range, a width within (1e-6, 2) GeV).
     """
 
     card: ModelCard
@@ -152,7 +231,8 @@ class Model:
                 phase_of[slot] = add(f"{r.name}:{slot.label}.phase", phase, not fixed, (None, None))
             ls = LINESHAPES[r.lineshape_type]
             fns.append(ls.bind(LineshapeContext(res.spin, *daughters)))
-            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, _fit_bound(r, p, daughters))
+            mass_range = kinematic_mass_range(reaction, res.node)
+            ls_index.append({p: add(f"{r.name}:{p}", v, p in r.float_, _fit_bound(r, p, daughters, mass_range))
                              for p, v in r.lineshape_parameters.items()})
         terms = [(carriers.index(s.resonance), s.label) for s in structure.slots]
         mag_index = [mag_of[s] for s in structure.slots]
@@ -209,6 +289,20 @@ class Model:
         if name not in {r.name for r in self.card.resonances}:
             raise KeyError(f"no resonance {name!r} in the model ({', '.join(self.resonance_names)})")
         return tuple(p for p in self.parameter_names if p.split(":", 1)[0] == name)
+
+    def kinematic_range(self, name: str) -> tuple[float, float]:
+        """(threshold, m_max) of the invariant mass at the node of resonance ``name``
+        (:func:`kinematic_mass_range`)."""
+        for res in self.amplitude.resonances:
+            if res.name == name:
+                return kinematic_mass_range(self.reaction, res.node)
+        raise KeyError(f"no resonance {name!r} in the model")
+
+    @property
+    def coupling_magnitude_names(self) -> tuple[str, ...]:
+        """Free parameters that are coupling magnitudes (bounded below by 0, where a term switches off)."""
+        names = {self.all_parameter_names[i] for i in self._mag_index}
+        return tuple(p for p in self.parameter_names if p in names)
 
     def resonance_parameter_indices(self, name: str) -> np.ndarray:
         """Indices into p of :meth:`resonance_parameters`."""
@@ -320,6 +414,13 @@ class Model:
     @cached_property
     def _compiled_term_integrals(self):
         return jax.jit(self._term_integrals)
+
+    @cached_property
+    def compiled_fit_fractions(self):
+        """``jax.jit(self.fit_fractions)``, compiled once per model (and per cache shape): the
+        fraction errors of every fit of the model differentiate one program instead of
+        dispatching the quadrature op by op."""
+        return jax.jit(self.fit_fractions)
 
     # --- apply many times (pure, jittable, differentiable in p) ---------------
 

@@ -20,6 +20,20 @@ reported with its error, while the fit fractions stay those of the signal
 model (their Jacobian has no f_b column; the covariance they use is the
 full one, so f_b's correlations are accounted for).
 
+Several starts (``FitConfig.starts`` > 1, :func:`pwa.starts.default_starts`
+proposes how many): the best is the lowest converged minimum
+(:func:`pwa.optimize.best_of_starts`), and the result lists every distinct
+minimum with the number of starts that ended in it
+(:func:`distinct_minima`, :attr:`FitResult.distinct_minima`).
+
+Warnings (:attr:`FitResult.warnings`, :func:`bound_warnings`): a parameter
+that ends on a bound (a mass at the edge of its kinematic range, a width at
+its cap, a background fraction at 0 or 1) gets one line naming it, since its
+error (reported as zero, "at limit") means nothing there. A coupling
+magnitude at 0 does not: that only switches one amplitude term off, common
+and harmless, and the table marks it "at limit"; but a resonance whose free
+couplings all end at 0 has dropped out of the fit, and that is said.
+
 ``significances`` refits without each resonance and converts Delta NLL to
 a significance (Wilks); for weighted data the Delta NLL is first scaled by
 sum w / sum w^2 (:func:`pwa.problem.likelihood_scale`).
@@ -28,7 +42,7 @@ sum w / sum w^2 (:func:`pwa.problem.likelihood_scale`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import jax
@@ -41,12 +55,17 @@ from fastsim.events import Events
 from .amplitude import Model
 from .background import BackgroundModel
 from .errors import FitError
-from .fit_result import FitConfig, FitResult, Significance
-from .optimize import Minimizer, MinimizeResult, best_of_starts, hessian_summary, propagate_fractions
+from .fit_result import MINIMA_TOLERANCE, FitConfig, FitResult, Minimum, Significance
+from .fraction_errors import propagate_model_fractions
+from .optimize import BoundsTransform, Minimizer, MinimizeResult, best_of_starts, hessian_summary
 from .parallel import check_executor, map_tasks
 from .problem import FitProblem, PortableProblem, effective_size, likelihood_scale
 from .starts import random_starts
 from .workers import worker_minimizer
+
+
+#: Units of lineshape parameters, for the warnings.
+_UNITS = {"mass": " GeV", "width": " GeV", "radius": " GeV^-1"}
 
 
 def _minimize_options(config: FitConfig) -> dict:
@@ -117,20 +136,64 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     if len(starts) > 1 and executor != "serial":
         outcomes = map_tasks(_minimize_start, [(config, x) for x in starts], executor=executor,
                              workers=workers, scheduler=scheduler, shared=problem.portable())
-        best, distinct = best_of_starts(outcomes)
     else:
         if minimizer is None:
             mz = problem.minimizer(config)
         else:
             mz = minimizer
             mz.args = problem.arguments(config)
-        best, distinct = mz.multi_start(starts, **_minimize_options(config))
-    return summarise(problem, best, distinct, config, time.perf_counter() - t0)
+        # Minimizer.multi_start's loop, keeping every start's outcome for the listing of minima.
+        outcomes = [mz.try_minimize(x, **_minimize_options(config)) for x in starts]
+    best, _ = best_of_starts(outcomes)
+    return summarise(problem, best, outcomes, config, time.perf_counter() - t0)
 
 
-def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[MinimizeResult],
+def distinct_minima(outcomes: Sequence[MinimizeResult | FitError], *, tolerance: float = MINIMA_TOLERANCE,
+                    nll: Callable[[np.ndarray], float] | None = None,
+                    converged: Callable[[MinimizeResult], bool] | None = None
+                    ) -> tuple[tuple[Minimum, ...], int]:
+    """The distinct minima of several starts, lowest first, and the number of failed starts.
+
+    Starts are sorted by their final objective; a start within ``tolerance``
+    of the lowest objective of the current minimum joins it, otherwise it
+    opens the next one (the grouping of :func:`pwa.optimize.best_of_starts`).
+    Starts that raised or ended on a non-finite objective are failed starts.
+
+    Args:
+        outcomes: per start, in start order, its result or the FitError it raised.
+        tolerance: NLL units.
+        nll: the plain NLL at a parameter vector (default: the objective).
+        converged: whether a start converged (default: its ``converged``; :func:`fit`
+            judges it as :func:`summarise` judges the best one, without the parameters
+            on a bound).
+
+    Returns:
+        (minima, failed): the counts of the minima plus ``failed`` give ``len(outcomes)``.
+    """
+    ok = [(i, r) for i, r in enumerate(outcomes) if isinstance(r, MinimizeResult) and np.isfinite(r.fun)]
+    ok.sort(key=lambda t: (t[1].fun, not t[1].converged))
+    groups: list[list[tuple[int, MinimizeResult]]] = []
+    for i, r in ok:
+        if groups and r.fun - groups[-1][0][1].fun <= tolerance:
+            groups[-1].append((i, r))
+        else:
+            groups.append([(i, r)])
+    judge = converged or (lambda r: bool(r.converged))
+    minima = []
+    for group in groups:
+        lowest = group[0][1]
+        flags = [judge(r) for _, r in group]
+        minima.append(Minimum(objective=float(lowest.fun),
+                              nll=float(lowest.fun) if nll is None else float(nll(lowest.x)),
+                              n_starts=len(group), n_converged=sum(flags), converged=flags[0],
+                              starts=tuple(sorted(i for i, _ in group))))
+    return tuple(minima), len(outcomes) - len(ok)
+
+
+def summarise(problem: FitProblem, best: MinimizeResult, outcomes: Sequence[MinimizeResult | FitError],
               config: FitConfig, wall: float) -> FitResult:
-    """FitResult from a minimisation: covariance, fractions with errors, NLL.
+    """FitResult from the minimisations of every start: covariance, fractions with errors, NLL,
+    the distinct minima (:func:`distinct_minima`) and the warnings.
 
     Parameters on a bound (a coupling magnitude at 0) and the phases of
     zero-magnitude couplings (which then have no effect) are excluded from
@@ -140,36 +203,32 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
     definite and its EDM is small.
 
     Warnings (:attr:`FitResult.warnings`): fewer effective data events
-    (sum w)^2 / sum w^2 than free parameters (:func:`effective_size_warning`).
+    (sum w)^2 / sum w^2 than free parameters (:func:`effective_size_warning`);
+    parameters that ended on a bound (:func:`bound_warnings`).
 
     A floating background fraction is the last parameter (its Hessian or
     sandwich error); the fractions are the signal model's.
     """
     model = problem.model
     names = list(problem.parameter_names)
-    excluded = np.asarray(best.at_limit, dtype=bool).copy()
-    for i, name in enumerate(names):
-        if excluded[i] and name.endswith(".mag"):
-            partner = name[: -len(".mag")] + ".phase"
-            if partner in names:
-                excluded[names.index(partner)] = True
-    free = ~excluded
-    cov, eig, edm = best.covariance, best.hessian_eigenvalues, best.edm
-    converged = best.converged
-    if excluded.any():
-        sub_cov, eig, edm = hessian_summary(best.hessian[np.ix_(free, free)], best.gradient[free])
-        cov = np.zeros_like(best.hessian)
-        cov[np.ix_(free, free)] = sub_cov
-        converged = bool(np.isfinite(best.fun) and edm < config.edm_tolerance and eig[0] > 0)
+    excluded = _excluded_at_limit(names, best.at_limit)
+    cov, eig, edm, converged = _limited_summary(best, excluded, config.edm_tolerance)
     if problem.weighted_data:
         hinv = cov
         cov = problem.sandwich_covariance(best.x, hinv)
     errors = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     gen = problem.gen_cache
-    signal = problem.signal_parameters
-    F, F_err, sf, sf_err = propagate_fractions(lambda p: model.fit_fractions(signal(p), gen), best.x, cov)
-    nll = float(jax.jit(problem.nll_function())(jnp.asarray(best.x), problem.data_cache, problem.mc_cache,
-                                                *problem.background_arguments()))
+    F, F_err, sf, sf_err = propagate_model_fractions(model, gen, best.x, cov)
+    nll_function = jax.jit(problem.nll_function())
+
+    def nll_at(x: np.ndarray) -> float:
+        return float(nll_function(jnp.asarray(x), problem.data_cache, problem.mc_cache,
+                                  *problem.background_arguments()))
+
+    nll = nll_at(best.x)
+    minima, failed = distinct_minima(
+        outcomes, nll=nll_at,
+        converged=lambda r: _limited_summary(r, _excluded_at_limit(names, r.at_limit), config.edm_tolerance)[3])
     return FitResult(
         model_source=str(model.card.source), parameter_names=tuple(names),
         resonance_names=tuple(model.resonance_names), values=best.x, errors=errors,
@@ -178,14 +237,85 @@ def summarise(problem: FitProblem, best: MinimizeResult, distinct: Sequence[Mini
         optimizer=best.optimizer, n_data=problem.n_data, n_mc=problem.n_mc,
         sum_data_weights=problem.sum_data_weights, fractions=F,
         fraction_errors=F_err, sum_of_fractions=sf, sum_of_fractions_error=sf_err,
-        sandwich=problem.weighted_data, minima=tuple((r.fun, r.converged) for r in distinct),
-        wall_time=wall, config=config, at_limit=excluded, warnings=fit_warnings(problem))
+        sandwich=problem.weighted_data, minima=tuple((m.objective, m.converged) for m in minima),
+        wall_time=wall, config=config, at_limit=excluded,
+        warnings=fit_warnings(problem) + bound_warnings(problem, best.x, best.at_limit),
+        distinct_minima=minima, failed_starts=failed)
+
+
+def _excluded_at_limit(names: Sequence[str], at_limit: np.ndarray) -> np.ndarray:
+    """(n,) bool: parameters on a bound, and the phases of magnitudes on one (see :func:`summarise`)."""
+    names = list(names)
+    excluded = np.asarray(at_limit, dtype=bool).copy()
+    if excluded.shape != (len(names),):
+        return np.zeros(len(names), dtype=bool)
+    for i, name in enumerate(names):
+        if excluded[i] and name.endswith(".mag"):
+            partner = name[: -len(".mag")] + ".phase"
+            if partner in names:
+                excluded[names.index(partner)] = True
+    return excluded
+
+
+def _limited_summary(r: MinimizeResult, excluded: np.ndarray, edm_tolerance: float
+                     ) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """(covariance, Hessian eigenvalues, EDM, converged) of a minimum without the ``excluded``
+    parameters (their covariance rows are zero)."""
+    if not excluded.any():
+        return r.covariance, r.hessian_eigenvalues, r.edm, r.converged
+    free = ~excluded
+    cov = np.zeros_like(r.hessian)
+    if not free.any():
+        return cov, np.ones(1), 0.0, bool(np.isfinite(r.fun))
+    sub_cov, eig, edm = hessian_summary(r.hessian[np.ix_(free, free)], r.gradient[free])
+    cov[np.ix_(free, free)] = sub_cov
+    return cov, eig, edm, bool(np.isfinite(r.fun) and edm < edm_tolerance and eig[0] > 0)
 
 
 def fit_warnings(problem: FitProblem) -> tuple[str, ...]:
     """Warnings about a problem whose statistics a converged fit cannot make right."""
     message = effective_size_warning(_effective_data_events(problem), problem.n_parameters)
     return (message,) if message else ()
+
+
+def bound_warnings(problem: FitProblem, x: np.ndarray, at_limit: np.ndarray | None = None) -> tuple[str, ...]:
+    """One line per parameter that ended on a bound of :attr:`FitProblem.bounds`, and one per
+    resonance whose free couplings all ended at 0 (see the module docstring).
+
+    Args:
+        problem: the fit problem (its parameter names and bounds).
+        x: (n_parameters,) the fitted values.
+        at_limit: (n_parameters,) which of them sit on a bound (default:
+            :meth:`pwa.optimize.BoundsTransform.at_limit`, as the fit flags them).
+    """
+    names, bounds = problem.parameter_names, problem.bounds
+    x = np.asarray(x, dtype=np.float64)
+    tr = BoundsTransform.from_bounds(bounds, len(names))
+    if at_limit is None or len(at_limit) != len(names):
+        at_limit = tr.at_limit(x)
+    lines = []
+    for i, name in enumerate(names):
+        if not at_limit[i]:
+            continue
+        lo, hi = tr.lower[i], tr.upper[i]
+        lower = abs(x[i] - lo) <= abs(hi - x[i])
+        if name.endswith(".mag") and lower and lo == 0.0:
+            continue  # a magnitude at 0 switches a term off: common, flagged "at limit" in the table
+        side, value = ("lower", lo) if lower else ("upper", hi)
+        unit = _UNITS.get(name.rsplit(":", 1)[-1], "")
+        lines.append(f"{name} ended at its {side} bound {value:.6g}{unit}: the fit ran to the edge of the "
+                     "allowed range; its error is not meaningful")
+    model = problem.model
+    magnitudes = set(model.coupling_magnitude_names)
+    index = {name: i for i, name in enumerate(names)}
+    for res in model.resonance_names:
+        if res == model.card.reference:
+            continue  # its first coupling is fixed: it cannot drop out
+        mags = [index[p] for p in model.resonance_parameters(res) if p in magnitudes]
+        if mags and all(at_limit[i] and abs(x[i]) <= abs(x[i] - tr.upper[i]) for i in mags):
+            lines.append(f"{res}: every coupling ended at 0: the resonance dropped out of the fit (its "
+                         "fraction is 0 and its lineshape parameters, if floating, are undetermined)")
+    return tuple(lines)
 
 
 def effective_size_warning(n_effective: float, n_free: int) -> str | None:

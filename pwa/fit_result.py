@@ -2,8 +2,9 @@
 
 :class:`FitConfig` (what to fit, how), :class:`FitResult` (values, errors,
 covariance, fractions; prints like Minuit's table, serialises with
-:meth:`FitResult.to_json`) and :class:`Significance` (one resonance's
-likelihood-ratio test, :func:`pwa.fit.significances`).
+:meth:`FitResult.to_json`), :class:`Minimum` (one distinct minimum of a
+multi-start fit) and :class:`Significance` (one resonance's likelihood-ratio
+test, :func:`pwa.fit.significances`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,41 @@ class FitConfig:
     gen_seed: int = 0
 
 
+#: Starts whose final objectives differ by at most this (NLL units) ended in the same minimum: a
+#: start reaches its minimum to within its EDM (1e-4 by default), and two minima closer than
+#: this are not told apart by the data anyway.
+MINIMA_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """One distinct minimum of a multi-start fit (:func:`pwa.fit.distinct_minima`).
+
+    Starts whose final objective lies within the tolerance (0.01 by default,
+    :data:`MINIMA_TOLERANCE`) of a minimum's lowest one ended in the
+    same minimum.
+
+    Attributes:
+        objective: the lowest objective (NLL~) of its starts.
+        nll: the plain NLL there (the objective without penalties).
+        n_starts: how many starts ended in it.
+        n_converged: how many of those converged.
+        converged: whether its lowest start converged.
+        starts: indices of those starts (0 = the card's values).
+    """
+
+    objective: float
+    nll: float
+    n_starts: int
+    n_converged: int
+    converged: bool
+    starts: tuple[int, ...]
+
+    def to_dict(self) -> dict:
+        return {"nll": self.nll, "objective": self.objective, "n_starts": self.n_starts,
+                "n_converged": self.n_converged, "converged": self.converged, "starts": list(self.starts)}
+
+
 @dataclass(frozen=True)
 class FitResult:
     """Outcome of a fit, in physical parameters, printable and serialisable.
@@ -54,9 +90,16 @@ class FitResult:
     Array shapes: ``values``/``errors`` (n_free,), ``covariance`` (n_free,
     n_free), ``fractions``/``fraction_errors`` (n_res, n_res) with F_R on the
     diagonal and interference fractions off it. ``warnings``: one line each
-    about statistics that may not be right although the fit converged (e.g.
-    fewer effective data events than free parameters); printed after the
+    about results that may not be right although the fit converged (fewer
+    effective data events than free parameters, a parameter that ended on a
+    bound, a resonance whose couplings all vanished); printed after the
     table, one ``warning: ...`` line each, and listed in ``to_dict()["warnings"]``.
+
+    ``minima``: (objective, converged) of each distinct minimum, lowest first;
+    ``distinct_minima``: the same minima with how many starts ended in each
+    (:class:`Minimum`; empty for a result that did not come from starts, e.g.
+    a joint fit), and ``failed_starts`` the starts that raised, so that the
+    counts plus ``failed_starts`` add up to ``config.starts``.
     """
 
     model_source: str
@@ -85,6 +128,8 @@ class FitResult:
     config: FitConfig
     at_limit: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     warnings: tuple[str, ...] = ()
+    distinct_minima: tuple[Minimum, ...] = ()
+    failed_starts: int = 0
 
     @property
     def positive_definite(self) -> bool:
@@ -133,7 +178,9 @@ class FitResult:
             "n_data": self.n_data,
             "n_mc": self.n_mc,
             "sum_data_weights": self.sum_data_weights,
-            "distinct_minima": [{"nll": f, "converged": c} for f, c in self.minima],
+            "distinct_minima": ([m.to_dict() for m in self.distinct_minima] if self.distinct_minima
+                                else [{"nll": f, "converged": c} for f, c in self.minima]),
+            "failed_starts": self.failed_starts,
             "wall_time_s": self.wall_time,
             "config": asdict(self.config),
             "warnings": list(self.warnings),
@@ -151,7 +198,9 @@ class FitResult:
             f"smallest eigenvalue {self.hessian_eigenvalues[0]:.3g}"
             + ("; sandwich covariance (weighted data)" if self.sandwich else ""),
         ]
-        if len(self.minima) > 1:
+        if self.distinct_minima and (len(self.distinct_minima) > 1 or self.config.starts > 1):
+            lines.append("  distinct minima (NLL~): " + minima_summary(self.distinct_minima, self.failed_starts))
+        elif len(self.minima) > 1:
             lines.append("  distinct minima (NLL): " + ", ".join(f"{f:.3f}" for f, _ in self.minima))
         w = max(len(n) for n in self.parameter_names) if self.parameter_names else 10
         lines.append(f"  {'parameter':<{w}}  {'value':>12}  {'error':>10}")
@@ -167,6 +216,18 @@ class FitResult:
                      f"{100 * self.sum_of_fractions_error:>7.2f}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def minima_summary(minima: tuple[Minimum, ...], failed_starts: int = 0) -> str:
+    """One line: each minimum's objective (NLL~), above the best, and its starts, e.g.
+    ``-1234.567: 4 of 5 starts (4 converged); -1230.012 (+4.555): 1 of 5 starts (0 converged)``."""
+    n = sum(m.n_starts for m in minima) + failed_starts
+    best = minima[0].objective if minima else 0.0
+    parts = [f"{m.objective:.3f}{f' ({m.objective - best:+.3f})' if i else ''}: {m.n_starts} of {n} "
+             f"start{'s' if n != 1 else ''} ({m.n_converged} converged)" for i, m in enumerate(minima)]
+    if failed_starts:
+        parts.append(f"{failed_starts} of {n} failed")
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

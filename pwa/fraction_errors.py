@@ -82,7 +82,7 @@ def propagate_model_fractions(model: Model, gen_cache: Cache, x: np.ndarray, cov
     n = model.n_free
     if not isinstance(gen_cache, EventCache) or gen_cache.normalisation_matrix is not None \
             or n_events(gen_cache) <= chunk_size:
-        return propagate_fractions(lambda p: model.fit_fractions(p[:n], gen_cache), x, covariance)
+        return propagate_fractions(lambda p: model.compiled_fit_fractions(p[:n], gen_cache), x, covariance)
     F, J = fraction_jacobian(model, gen_cache, x, chunk_size=chunk_size)
     cov = J @ np.asarray(covariance) @ J.T
     k = F.shape[0]

@@ -13,7 +13,7 @@ import numpy as np
 
 from fastsim.events import Events, write_text_atomic
 
-from .fit_result import FitResult, Significance
+from .fit_result import MINIMA_TOLERANCE, FitResult, Significance
 from .problem import FitProblem
 from .optimize import dumps
 from .plots import PlotFile, reaction_title, write_fit_plots
@@ -36,8 +36,8 @@ def _jp(spin: int | None, parity: int | None, c_parity: int | None = None) -> st
 def fit_report_markdown(result: FitResult, model, significance: Sequence[Significance] | None = None,
                         title: str = "Fit result", plots: Sequence[PlotFile] = (),
                         warnings: Sequence[str] = (), mc_statistics: "MCStatistics | None" = None) -> str:
-    """Markdown report: fit status, warnings, resonance table (as seed Table 2), interference,
-    parameters, plots.
+    """Markdown report: fit status, the distinct minima of a multi-start fit, warnings, resonance
+    table (as seed Table 2), interference, parameters, plots.
 
     A resonance without couplings of its own (the phi of psi(2S) -> phi f_J)
     is listed without a fraction: it is part of every component. The
@@ -58,8 +58,7 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
              f"{'positive definite' if result.positive_definite else '**not positive definite**'} "
              f"(smallest eigenvalue {result.hessian_eigenvalues[0]:.3g}); covariance: "
              f"{'sandwich (weighted data)' if result.sandwich else 'inverse exact Hessian'}.", ""]
-    if len(result.minima) > 1:
-        lines += ["Distinct minima found (NLL~): " + ", ".join(f"{f:.3f}" for f, _ in result.minima), ""]
+    lines += _minima_lines(result)
     all_warnings = _merge_warnings(result.warnings, warnings)
     if all_warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in all_warnings] + [""]
@@ -137,6 +136,29 @@ def fit_report_markdown(result: FitResult, model, significance: Sequence[Signifi
         lines += [f"| [{p.path.name}]({p.path.name}) | {p.what} | {p.chi2:.1f} / {p.n_bins} |" for p in plots]
         lines.append("")
     return "\n".join(lines)
+
+
+def _minima_lines(result: FitResult) -> list[str]:
+    """The "Starts" section of a multi-start fit: one row per distinct minimum."""
+    minima = result.distinct_minima
+    if not minima:
+        if len(result.minima) > 1:
+            return ["Distinct minima found (NLL~): " + ", ".join(f"{f:.3f}" for f, _ in result.minima), ""]
+        return []
+    n = sum(m.n_starts for m in minima) + result.failed_starts
+    if n <= 1:
+        return []
+    best = minima[0].objective
+    lines = ["## Starts", "",
+             f"{n} starts; {len(minima)} distinct minim{'um' if len(minima) == 1 else 'a'} (starts whose final "
+             f"NLL~ agree within {MINIMA_TOLERANCE:g} are one minimum; start 0 is the card's values)"
+             + (f"; {result.failed_starts} start(s) failed" if result.failed_starts else "") + ".", "",
+             "| Minimum | NLL~ | Δ NLL~ | NLL | Starts | Converged | Start indices |", "|---|---|---|---|---|---|---|"]
+    for i, m in enumerate(minima):
+        lines.append(f"| {i + 1} | {m.objective:.3f} | {m.objective - best:+.3f} | {m.nll:.3f} | {m.n_starts} | "
+                     f"{m.n_converged} | {', '.join(map(str, m.starts))} |")
+    lines.append("")
+    return lines
 
 
 def _merge_warnings(*groups: Sequence[str]) -> list[str]:

@@ -3,7 +3,18 @@
 The first start is the given x0 (the card's values); the others randomise it
 (:class:`pwa.fit_result.FitConfig`): phases uniform, magnitudes scaled by
 e^U(-1,1), floating masses and widths moved by up to +-10 %, all kept
-strictly inside finite bounds.
+strictly inside finite bounds (:attr:`pwa.amplitude.Model.bounds`: a
+floating mass within its node's kinematic range, a width below 2 GeV).
+
+:func:`default_starts` is how many starts a fit should make when the user
+does not say: one for a fit of couplings only (the previous default, and the
+fits that scans, toys and significance refits repeat many times), five when
+a lineshape parameter floats. There the NLL is far from quadratic (a mass
+and a width enter every event non-linearly, two states can swap roles, a
+state can run to the edge of its range), and only several starts can show,
+in the listing of distinct minima
+(:attr:`pwa.fit_result.FitResult.distinct_minima`), whether other minima
+lie close to the best one found.
 """
 
 from __future__ import annotations
@@ -11,6 +22,20 @@ from __future__ import annotations
 import numpy as np
 
 from .amplitude import Model
+
+#: Starts of a fit in which a lineshape parameter floats (:func:`default_starts`).
+FLOATING_LINESHAPE_STARTS = 5
+
+
+def default_starts(model: Model) -> int:
+    """Default number of starts of a fit of ``model``: :data:`FLOATING_LINESHAPE_STARTS` (5)
+    when any lineshape parameter floats (a mass, a width, a K-matrix entry), else 1.
+
+    Five starts cost five fits; with them a fit reports how many starts ended
+    in its best minimum (:attr:`pwa.fit_result.FitResult.distinct_minima`),
+    which tells whether more are worth running.
+    """
+    return FLOATING_LINESHAPE_STARTS if model.floating_lineshapes else 1
 
 
 def random_starts(model: Model, x0: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
