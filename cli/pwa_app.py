@@ -274,7 +274,9 @@ def fit(
     n_mc: int = _NMC,
     out: Path = typer.Option(Path("fit_out"), "--out", help="Output folder."),
     optimizer: str = _OPT,
-    starts: int = typer.Option(1, "--starts", min=1, help="Starts (first: card values; others randomised)."),
+    starts: int = typer.Option(None, "--starts", min=1,
+                               help="Starts (first: card values; others randomised). Default: 1, or "
+                                    "pwa.starts.FLOATING_LINESHAPE_STARTS when a mass or width floats."),
     seed: int = seed_option(),
     sf_target: float = _SFT,
     sf_lambda: float = _SFL,
@@ -289,6 +291,10 @@ def fit(
                                                "fitted with and without it (pwa.significance_toys; unweighted "
                                                "data)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write projection plots."),
+    profile: list[str] = typer.Option([], "--profile",
+                                      help="Profile-likelihood (MINOS-like) interval of a parameter or of a fit "
+                                           "fraction 'F(<resonance>)' (repeat it; 'fractions' = every F), "
+                                           "beside its Hessian error (pwa.profile)."),
     background: Path = _BACKGROUND,
     background_fraction: float = _BACKGROUND_FRACTION,
     float_background: bool = _FLOAT_BACKGROUND,
@@ -327,7 +333,8 @@ def fit(
         if model is not None or data is not None or mc is not None:
             raise UserError("--fit-card names the channels' cards, data and MC: give it without --model, --data "
                             "and --mc")
-        return _joint_fit(fit_card, out, _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso), plots)
+        return _joint_fit(fit_card, out, _fit_config(optimizer, starts or 1, seed, sf_target, sf_lambda, lasso),
+                          plots)
     missing = [flag for flag, v in (("--model", model), ("--data", data), ("--mc", mc)) if v is None]
     if missing:
         raise UserError(f"missing option {', '.join(missing)}: a fit needs --model, --data and --mc "
@@ -339,6 +346,8 @@ def fit(
     _check_background_method(background_method)
     if significance and (sf_lambda or lasso):
         raise UserError("--significance compares plain NLLs: switch off --sf-lambda and --lasso")
+    if profile and (sf_lambda or lasso):
+        raise UserError("--profile intervals are of the plain NLL: switch off --sf-lambda and --lasso")
     if significance_toys and (sf_lambda or lasso):
         raise UserError("--significance-toys compares plain NLLs: switch off --sf-lambda and --lasso")
     if significance_toys and sideband is not None:
@@ -346,8 +355,14 @@ def fit(
                         "--significance (Wilks, scaled by sum w / sum w^2)")
     mesh = _device_setup(devices, distributed)
 
-    config = _fit_config(optimizer, starts, seed, sf_target, sf_lambda, lasso)
+    config = _fit_config(optimizer, starts or 1, seed, sf_target, sf_lambda, lasso)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
+    if starts is None:  # several starts by default when a mass or width floats
+        from dataclasses import replace
+
+        from pwa.starts import default_starts
+
+        config = replace(config, starts=default_starts(m))
     for flag, on in (("--significance", significance), ("--significance-toys", significance_toys)):
         if on and len(m.resonance_names) < 2:
             raise UserError(f"{flag}: {model} has one resonance; there is no reduced model to refit")
@@ -398,6 +413,25 @@ def fit(
                        f"{s.n_parameters} parameters)")
         write(sig)
         typer.echo(f"added the significances to {out / 'result.json'} and {out / 'report.md'}")
+    if profile:
+        from pwa.profile import profile_interval
+
+        wanted = [q for item in profile
+                  for q in ([f"F({r})" for r in m.resonance_names] if item == "fractions" else [item])]
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task("profile intervals", total=len(wanted))
+                intervals = []
+                for q in wanted:
+                    intervals.append(profile_interval(problem, result, q, config))
+                    bar.advance(task)
+        except FitError as exc:
+            raise UserError(f"--profile: {exc} (the fit itself is written to {out / 'result.json'})") from None
+        for iv in intervals:
+            typer.echo(f"  {iv}")
+        mc_info = {**mc_info, "profile": {iv.quantity: iv.to_dict() for iv in intervals}}
+        write(sig if significance else None)
+        typer.echo(f"added the profile intervals to {out / 'result.json'}")
     if significance_toys:
         from pwa.significance_toys import toy_significances
 
