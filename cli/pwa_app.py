@@ -404,7 +404,7 @@ def fit(
         try:
             with progress_bar() as bar:
                 task = bar.add_task("significance refits", total=len(m.resonance_names))
-                sig = significances(m, data_events, mc_events, result, config, background=bkg,
+                sig = significances(m, data_events, mc_events, result, config, background=bkg, problem=problem,
                                     progress=lambda name: bar.advance(task))
         except (FitError, ModelCardError) as exc:
             raise UserError(f"--significance: {exc} (the fit itself is written to {out / 'result.json'})") from None

@@ -347,25 +347,31 @@ def significance_from_delta_nll(delta_nll: float, n_parameters: int) -> tuple[fl
 
 def significances(model: Model, data: Events, mc: Events, result: FitResult,
                   config: FitConfig = FitConfig(), names: Sequence[str] | None = None,
-                  progress=None, background: BackgroundModel | None = None) -> list[Significance]:
+                  progress=None, background: BackgroundModel | None = None,
+                  problem: FitProblem | None = None) -> list[Significance]:
     """Refit without each resonance (from the fitted values) and convert Delta NLL to sigma.
 
     Constraint and LASSO terms are switched off in the refits: the test
     compares plain NLLs, so ``result`` must be a plain-NLL fit as well.
 
     Weighted data (e.g. sideband-subtracted): a weighted NLL is not a
-    likelihood, and its Delta NLL is too large (weights above 1) or too small
-    by the factor the weights scale the information by. The reported
-    ``delta_nll`` is the refit's Delta NLL times sum w / sum w^2
-    (:func:`pwa.problem.likelihood_scale`, 1 for unit weights), and the
-    p-value and Z follow from it: exact for equal weights, the usual
-    first-order correction otherwise (check with toys for strongly varying
-    weights).
+    likelihood. With equal weights c, Delta NLL_w / c is the unweighted test.
+    Otherwise 2 Delta NLL_w of the refit is referred to sum_i lambda_i
+    chi2_1, lambda the eigenvalues of [V_H]^-1 V_S over the resonance's
+    parameters at the fit's minimum (:mod:`pwa.weighted_stats`); the reported
+    ``delta_nll`` is the chi2_k equivalent of that p-value, and ``method``
+    says so. If the resonance's parameters cannot be told apart (it is the
+    reference), the first-order scale sum w / sum w^2 is used instead and
+    ``method`` says that.
 
     Args:
         background: the background term ``result`` was fitted with (the
             refits use it too; a floating fraction starts at its fitted value).
+        problem: the problem ``result`` was fitted on (weighted data only: it is
+            built from data, mc and background when not given).
     """
+    from .weighted_stats import information_ratio_eigenvalues, weighted_lr_pvalue
+
     if config.sf_lambda or config.lasso:
         raise FitError("significance needs a plain-NLL fit: switch off --sf-lambda and --lasso")
     n_extra = 0 if background is None else background.n_parameters
@@ -373,6 +379,11 @@ def significances(model: Model, data: Events, mc: Events, result: FitResult,
         raise FitError(f"the result has {len(result.values)} parameters, the model {model.n_free}"
                        + (f" and the background {n_extra}" if n_extra else "")
                        + ": pass the background term the result was fitted with")
+    w = data.weight_array
+    weighted = bool(np.ptp(w) > 0)  # equal weights c: Delta NLL_w / c is exactly the unweighted test
+    if weighted and problem is None:
+        problem = FitProblem.build(model, data, mc, quadrature_panels=config.quadrature_panels,
+                                   gen_events=config.gen_events, gen_seed=config.gen_seed, background=background)
     if n_extra:
         background = background.with_fraction(float(np.clip(result.values[-1], 1e-6, 1 - 1e-6)))
     fitted = Model.from_card(model.card_at(result.values[: model.n_free]))
@@ -381,10 +392,27 @@ def significances(model: Model, data: Events, mc: Events, result: FitResult,
     for name in names or model.resonance_names:
         reduced = fitted.without(name)
         res = fit(reduced, data, mc, replace(config, starts=1), background=background)
-        dnll = (res.nll - result.nll) * scale
+        raw = res.nll - result.nll
         k = model.n_free - reduced.n_free
+        method = "Wilks"
+        if weighted:
+            idx = [i for i, n in enumerate(model.parameter_names)
+                   if n.startswith(f"{name}:") and not (result.at_limit.size and result.at_limit[i])]
+            if name != model.card.reference and len(idx) == k:
+                lam = information_ratio_eigenvalues(problem, result.values, idx)
+                p = weighted_lr_pvalue(2.0 * raw, lam)
+                dnll = 0.5 * float(stats.chi2.isf(p, k)) if p > 0 else float("inf")
+                method = ("sandwich-calibrated: 2 Delta NLL_w against sum lambda_i chi2_1, lambda = "
+                          + ", ".join(f"{v:.3g}" for v in lam))
+            else:
+                dnll = raw * scale
+                method = "Wilks on Delta NLL_w x sum w / sum w^2 (first order)"
+        else:
+            dnll = raw * scale
+            if scale != 1.0:
+                method = "Wilks on Delta NLL_w x sum w / sum w^2 (equal weights: exact)"
         p, z = significance_from_delta_nll(dnll, k)
-        out.append(Significance(name, dnll, k, p, z, res.converged))
+        out.append(Significance(name, dnll, k, p, z, res.converged, method))
         if progress:
             progress(name)
     return out

@@ -240,6 +240,10 @@ class Significance:
     p_value: float
     sigma: float
     converged: bool
+    #: How delta_nll became p: "Wilks" (unweighted data), or for weighted data the
+    #: sandwich-calibrated test (pwa.weighted_stats), delta_nll then being the chi2_k
+    #: equivalent of its p-value.
+    method: str = "Wilks"
 
     def to_dict(self) -> dict:
         return asdict(self)

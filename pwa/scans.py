@@ -13,10 +13,11 @@ Two ways to run the points:
   worker rebuilds and compiles the problem once (:func:`pwa.workers.worker_problem`).
 
 Weighted data (e.g. sideband-subtracted) and a background term: the
-information criteria of the LASSO path use the NLL scaled by sum w / sum w^2
-(:func:`pwa.problem.likelihood_scale`) and N = (sum w)^2 / sum w^2 in BIC's
-k ln N (both exact for unit weights), and k counts a floating background
-fraction; a fraction scan's problem carries its background term itself.
+information criteria of the LASSO path use the NLL times a likelihood scale
+(1/c for weights all c; k / sum lambda from the sandwich for varying weights,
+:mod:`pwa.weighted_stats`) and N = (sum w)^2 / sum w^2 in BIC's k ln N (both
+exact for unit weights), and k counts a floating background fraction; a
+fraction scan's problem carries its background term itself.
 """
 
 from __future__ import annotations
@@ -158,17 +159,29 @@ def _selected_card(model: Model, values: np.ndarray, keep: tuple[str, ...]) -> t
 
 
 def _refit_selection(samples: tuple[Events, Events, FitConfig, BackgroundModel | None],
-                     card: tuple[dict, str]) -> tuple[float, int]:
-    """(NLL, free parameters, a floating background fraction included) of an unpenalised fit
-    of a selected model.
+                     card: tuple[dict, str]) -> tuple[float, int, float]:
+    """(NLL, free parameters with a floating background fraction, likelihood scale) of an
+    unpenalised fit of a selected model.
 
+    The scale turns the NLL into one of a likelihood for the information criteria: 1 for unit
+    weights, 1/c for weights all c, and for varying weights k / sum lambda from the sandwich
+    (:func:`pwa.weighted_stats.effective_likelihood_scale`, over the parameters not at a bound).
     A :func:`~pwa.parallel.map_tasks` task: (data, mc, config, background) are shared,
     the card (from :func:`_selected_card`) is the item.
     """
+    from .weighted_stats import effective_likelihood_scale
+
     data, mc, config, background = samples
     reduced = Model.from_card(parse_model_card(card[0], source=card[1]))
-    extra = 0 if background is None else background.n_parameters
-    return fit(reduced, data, mc, config, background=background).nll, reduced.n_free + extra
+    problem = FitProblem.build(reduced, data, mc, quadrature_panels=config.quadrature_panels,
+                               gen_events=config.gen_events, gen_seed=config.gen_seed, background=background)
+    res = fit(reduced, None, None, config, problem=problem)
+    w = data.weight_array
+    scale = likelihood_scale(w)
+    if np.ptp(w) > 0:
+        free = np.flatnonzero(~np.asarray(res.at_limit, dtype=bool)) if res.at_limit.size else None
+        scale = effective_likelihood_scale(problem, res.values, free)
+    return res.nll, problem.n_parameters, scale
 
 
 def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float], config: FitConfig,
@@ -181,9 +194,9 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
     At each lambda the selected model keeps the resonances with F_R above
     ``threshold``; it is refitted without penalty (once per distinct
     selection) and scored by AIC = 2 s NLL + 2 k and BIC = 2 s NLL + k ln N
-    (k free parameters, a floating background fraction included; s = sum w /
-    sum w^2 and N = (sum w)^2 / sum w^2 of the data weights: s = 1 and N the
-    number of events for unit weights).
+    (k free parameters, a floating background fraction included; s the
+    likelihood scale of :func:`_refit_selection` and N = (sum w)^2 / sum w^2
+    of the data weights: s = 1 and N the number of events for unit weights).
 
     Serially each lambda starts from the previous minimum. On a parallel
     executor every lambda is an independent fit from the card's values
@@ -208,23 +221,22 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
                                gen_events=config.gen_events, gen_seed=config.gen_seed, background=background)
     configs = [replace(config, lasso=float(lam)) for lam in sorted(lambdas)]
     plain = replace(config, lasso=0.0, sf_lambda=0.0, starts=1)
-    weights = data.weight_array
-    scale, N = likelihood_scale(weights), effective_size(weights)
+    N = effective_size(data.weight_array)
     x0 = problem.initial_values()
     shared = (data, mc, plain, background)
 
     def selected_card(res: FitResult, keep: tuple[str, ...]) -> tuple[dict, str]:
         return _selected_card(model, problem.signal_parameters(res.values), keep)
 
-    def point(cfg: FitConfig, res: FitResult, keep: tuple[str, ...], refit: tuple[float, int]) -> LassoPoint:
-        nll_sel, k = refit
+    def point(cfg: FitConfig, res: FitResult, keep: tuple[str, ...], refit: tuple[float, int, float]) -> LassoPoint:
+        nll_sel, k, scale = refit
         return LassoPoint(cfg.lasso, res, keep, nll_sel, k, 2 * scale * nll_sel + 2 * k,
                           2 * scale * nll_sel + k * np.log(N))
 
     path: list[LassoPoint | None] = [None] * len(configs)
     if executor == "serial":
         mz = problem.minimizer(configs[0])
-        refits: dict[tuple[str, ...], tuple[float, int]] = {}
+        refits: dict[tuple[str, ...], tuple[float, int, float]] = {}
         x = x0
         for i, cfg in enumerate(configs):
             res = fit(model, None, None, cfg, problem=problem, x0=x, minimizer=mz)
@@ -241,7 +253,7 @@ def lasso_scan(model: Model, data: Events, mc: Events, lambdas: Sequence[float],
         distinct = list(dict.fromkeys(keeps))
         first = [keeps.index(keep) for keep in distinct]
 
-        def refitted(j: int, refit: tuple[float, int]) -> None:
+        def refitted(j: int, refit: tuple[float, int, float]) -> None:
             for i, keep in enumerate(keeps):
                 if keep == distinct[j]:
                     path[i] = point(configs[i], results[i], keep, refit)
