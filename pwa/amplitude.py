@@ -546,6 +546,8 @@ class Model:
         """
         require_x64()
         M = mc_cache.normalisation_matrix
+        if M is None and hasattr(mc_cache, "term_integrals"):  # binned moments (pwa.binned)
+            M = mc_cache.term_integrals(self, self.full_parameters(p))
         if M is not None:
             c = self.couplings(p)
             return jnp.real(jnp.conj(c) @ M @ c)
