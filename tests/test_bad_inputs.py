@@ -315,6 +315,8 @@ CASES = [
          says=("--significance-toys", "--lasso")),
     Case("profile-with-constraint", "pwa", (*FIT, "--profile", "fractions", "--sf-lambda", "0.01"),
          says=("--profile", "--sf-lambda")),
+    Case("binned-mc-without-floating-lineshapes", "pwa", (*FIT, "--binned-mc", "500"),
+         says=("binned normalisation", "no lineshape floats")),
     Case("fractions-n-mc-zero", "pwa", ("fractions", "--model", M, "--n-mc", "0"), says=("--n-mc",)),
     Case("closure-n-data-tiny", "pwa", ("closure", "--model", M, "--n-data", "5"), says=("--n-data",)),
     Case("closure-unknown-optimizer", "pwa", ("closure", "--model", M, "--out", "{o}/c", "--optimizer", "adam"),

@@ -80,3 +80,28 @@ def test_what_cannot_be_binned_is_refused(mc):
     assert "no lineshape floats" in eligibility(fixed)
     with pytest.raises(FitError, match="binned normalisation: no lineshape floats"):
         binned_cache(fixed, mc)
+
+
+def test_pwa_fit_binned_mc_from_the_command_line(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from cli import pwa_app
+    from fastsim.events import write_events
+
+    model = Model.from_card(TWO_STATE_CARD)
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump(TWO_STATE_CARD, sort_keys=False))
+    write_events(tmp_path / "data.npz", Events.concatenate(list(iter_toys(model, 1000, Detector(None), seed=74))))
+    write_events(tmp_path / "mc.npz", flat_events(12_000, 75))
+    try:
+        code = pwa_app.main(["fit", "--model", str(tmp_path / "card.yaml"), "--data", str(tmp_path / "data.npz"),
+                             "--mc", str(tmp_path / "mc.npz"), "--out", str(tmp_path / "fit"), "--binned-mc", "1000",
+                             "--starts", "1", "--no-plots", "--no-mc-statistics"])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    assert code in (0, None, 3), out.err
+    assert "binned in 1000 mass bins" in out.err
+    result = json.loads((tmp_path / "fit" / "result.json").read_text())
+    assert "f2'(1525):mass" in result["parameters"]
