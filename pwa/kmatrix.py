@@ -43,7 +43,8 @@ Conventions:
 
   whose x is F (T with the right-hand side [f; G]). It has no 1/(m_a^2 - s):
   F stays finite and exact at a K-matrix pole s = m_a^2, where K and P are
-  infinite.
+  infinite. The small systems are solved by unrolled Gauss-Jordan elimination
+  with partial pivoting (:func:`small_solve`), not LAPACK (see there).
 
 Card forms. The readable (nested) form::
 
@@ -547,8 +548,30 @@ def _bordered_solve_arrays(s, pole_masses, couplings, background, rhs_top, rhs_b
     matrix = jnp.concatenate([jnp.concatenate([top_left, top_right], axis=2),
                               jnp.concatenate([bottom_left, bottom_right + 0j], axis=2)], axis=1)
     rhs = jnp.concatenate([rhs_top, rhs_bottom], axis=0) + 0j
-    x = jnp.linalg.solve(matrix, jnp.broadcast_to(rhs, (n_s,) + rhs.shape))
+    x = small_solve(matrix, jnp.broadcast_to(rhs, (n_s,) + rhs.shape))
     return x[:, :N, :]
+
+
+def small_solve(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """x of a x = b for a batch of small systems, (n_s, m, m) and (n_s, m, r), by Gauss-Jordan
+    elimination with partial pivoting, unrolled over the static size m.
+
+    Plain array operations instead of ``jnp.linalg.solve``: on a 2-core CPU the batched LAPACK
+    triangular solve inside a compiled gradient or Hessian could deadlock XLA's thread pool
+    (every worker waiting in ``ParallelBatchMap``), and for m <= ~10 the unrolled form is as fast.
+    """
+    m = a.shape[-1]
+    aug = jnp.concatenate([a, b.astype(a.dtype)], axis=-1)     # (n_s, m, m + r)
+    rows = jnp.arange(m)
+    for k in range(m):
+        piv = k + jnp.argmax(jnp.abs(aug[:, k:, k]), axis=1)    # (n_s,) row of the largest pivot
+        order = jnp.where(rows[None, :] == k, piv[:, None], jnp.where(rows[None, :] == piv[:, None], k, rows[None, :]))
+        aug = jnp.take_along_axis(aug, order[:, :, None], axis=1)
+        factor = aug[:, :, k] / aug[:, k:k + 1, k]              # (n_s, m)
+        factor = jnp.where(rows[None, :] == k, 0.0, factor)
+        aug = aug - factor[:, :, None] * aug[:, k:k + 1, :]
+    diagonal = jnp.diagonal(aug[:, :, :m], axis1=1, axis2=2)    # (n_s, m)
+    return aug[:, :, m:] / diagonal[:, :, None]
 
 
 def t_matrix(s: jnp.ndarray, v: KMatrixValues) -> jnp.ndarray:

@@ -76,3 +76,28 @@ def p3_card(data_dir) -> dict:
     return {"reaction": {"parent": "psi(2S)", "final_state": {"Kp1": "K+", "Km1": "K-", "Kp2": "K+", "Km2": "K-"},
                          "chains": [PSI2S_CHAIN]},
             "resonances": resonances, "reference": resonances[1]["name"]}
+
+
+#: J/psi -> gamma K+ K- with a two-channel, two-pole K-matrix S wave and the f2'(1525): the K-matrix
+#: recovery test and experiments/kmatrix/recovery.py (beta, its phase and the second pole mass float).
+KMATRIX_FIT_CARD = """
+reaction:
+  parent: J/psi
+  final_state: {gamma: gamma, Kp: K+, Km: K-}
+resonances:
+  - name: S-wave
+    spin: 0
+    lineshape:
+      type: KMatrix
+      channels: [pi+ pi-, K+ K-]
+      poles:
+        f0(980):  {mass: 0.98, g: [0.30, 0.75]}
+        f0(1710): {mass: 1.71, g: [0.20, 0.45], beta: [0.8, 1.2]}
+    float: ["f0(1710).beta.mag", "f0(1710).beta.phase", "f0(1710).mass"]
+    couplings: {0: [1.0, 0.0]}
+  - name: f2'(1525)
+    spin: 2
+    lineshape: {type: BW, mass: 1.5223, width: 0.0858}
+    couplings: {0: [9.6, 1.2], 1: [7.2, 2.4], 2: [3.2, 0.6]}
+reference: S-wave
+"""

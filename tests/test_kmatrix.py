@@ -332,3 +332,15 @@ def test_bad_kmatrix_cards_name_the_field(lineshape, changes, message):
         parse_model_card(_card(lineshape, **changes), source="kmatrix.yaml")
     text = str(err.value)
     assert text.startswith("kmatrix.yaml: field resonances[0] (S-wave)") and "\n" not in text
+
+
+def test_small_solve_matches_numpy_and_pivots():
+    """The unrolled Gauss-Jordan solve of the bordered systems (no LAPACK call: see small_solve)."""
+    from pwa.kmatrix import small_solve
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(50, 5, 5)) + 1j * rng.normal(size=(50, 5, 5))
+    a[:7, 0, 0] = 0.0  # a zero leading pivot: the row swap must handle it
+    b = rng.normal(size=(50, 5, 2)) + 1j * rng.normal(size=(50, 5, 2))
+    np.testing.assert_allclose(np.asarray(small_solve(jnp.asarray(a), jnp.asarray(b))), np.linalg.solve(a, b),
+                               rtol=1e-10, atol=1e-12)
