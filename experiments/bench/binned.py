@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,18 +29,6 @@ sys.path.insert(0, str(HERE.parents[1] / "tests"))
 ROOT = HERE.parents[1]
 
 
-def timed(fn, repeats=3):
-    t = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return {"first_call_s": first, "median_s": statistics.median(ts)}
-
-
 def main() -> None:
     import jax
 
@@ -50,7 +37,7 @@ def main() -> None:
     import numpy as np
 
     from _shared import flat_events
-    from bench_likelihood import r0_like_card
+    from bench_likelihood import r0_like_card, timed
     from pwa import FitConfig, Model
     from pwa.binned import DEFAULT_BINS, binned_cache
     from pwa.fit import fit
@@ -66,10 +53,10 @@ def main() -> None:
     out["binning_s"] = time.perf_counter() - t
     p = jnp.asarray(model.initial_values())
     vg = jax.jit(jax.value_and_grad(model.nll))
-    out["exact_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, mc)))
-    out["binned_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, binned)))
+    out["exact_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, mc)), 3)
+    out["binned_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, binned)), 3)
     h = jax.jit(jax.hessian(model.nll))
-    out["binned_hessian"] = timed(lambda: jax.block_until_ready(h(p, data, binned)))
+    out["binned_hessian"] = timed(lambda: jax.block_until_ready(h(p, data, binned)), 3)
     out["gradient_speedup"] = out["exact_value_and_gradient"]["median_s"] / out["binned_value_and_gradient"]["median_s"]
     out["hessian_over_binned_gradient"] = out["binned_hessian"]["median_s"] / out["binned_value_and_gradient"]["median_s"]
     ln = lambda q, c: jnp.log(model.normalisation(q, c))  # noqa: E731
