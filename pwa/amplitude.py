@@ -537,6 +537,8 @@ class Model:
         M = cache.normalisation_matrix
         if M is not None:
             return M
+        if hasattr(cache, "term_integrals"):  # binned moments (pwa.binned)
+            return cache.term_integrals(self, self.full_parameters(p))
         return self._term_integrals(self.full_parameters(p), cache)
 
     def normalisation(self, p: jnp.ndarray, mc_cache: Cache) -> jnp.ndarray:
@@ -547,7 +549,7 @@ class Model:
         require_x64()
         M = mc_cache.normalisation_matrix
         if M is None and hasattr(mc_cache, "term_integrals"):  # binned moments (pwa.binned)
-            M = mc_cache.term_integrals(self, self.full_parameters(p))
+            M = self.term_integrals(p, mc_cache)
         if M is not None:
             c = self.couplings(p)
             return jnp.real(jnp.conj(c) @ M @ c)

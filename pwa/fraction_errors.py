@@ -33,7 +33,7 @@ import numpy as np
 from .amplitude import Model
 from .caches import Cache, EventCache
 from .chunked import split_cache
-from .optimize import propagate_fractions
+from .optimize import fraction_summary, propagate_fractions
 from .sharding import n_events
 
 #: Generator-level events per chunk of the fraction Jacobian.
@@ -84,12 +84,7 @@ def propagate_model_fractions(model: Model, gen_cache: Cache, x: np.ndarray, cov
             or n_events(gen_cache) <= chunk_size:
         return propagate_fractions(lambda p: model.compiled_fit_fractions(p[:n], gen_cache), x, covariance)
     F, J = fraction_jacobian(model, gen_cache, x, chunk_size=chunk_size)
-    cov = J @ np.asarray(covariance) @ J.T
-    k = F.shape[0]
-    errors = np.sqrt(np.clip(np.diag(cov), 0.0, None)).reshape(k, k)
-    diag = np.arange(k) * (k + 1)
-    sf_var = float(cov[np.ix_(diag, diag)].sum())
-    return F, errors, float(np.trace(F)), float(np.sqrt(max(sf_var, 0.0)))
+    return fraction_summary(F, J @ np.asarray(covariance) @ J.T)
 
 
 @lru_cache(maxsize=8)

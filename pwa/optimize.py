@@ -440,11 +440,17 @@ def propagate_fractions(fractions: Callable[[jnp.ndarray], jnp.ndarray], x: np.n
         with the correlations of the diagonal fractions).
     """
     F, Fcov, _ = propagate(fractions, x, covariance)
+    return fraction_summary(F, Fcov)
+
+
+def fraction_summary(F: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(F, errors of F, SF, error of SF) from F (n_res, n_res) and the covariance of its flattened entries."""
+    F = np.asarray(F)
     n = F.shape[0]
-    errors = np.sqrt(np.clip(np.diag(Fcov), 0.0, None)).reshape(n, n)
+    errors = np.sqrt(np.clip(np.diag(covariance), 0.0, None)).reshape(n, n)
     diag = np.arange(n) * (n + 1)  # flat indices of F_RR
-    sf_var = float(Fcov[np.ix_(diag, diag)].sum())
-    return np.asarray(F), errors, float(np.trace(F)), float(np.sqrt(max(sf_var, 0.0)))
+    sf_var = float(np.asarray(covariance)[np.ix_(diag, diag)].sum())
+    return F, errors, float(np.trace(F)), float(np.sqrt(max(sf_var, 0.0)))
 
 
 def to_jsonable(obj):
