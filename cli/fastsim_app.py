@@ -56,7 +56,9 @@ def generate(
     det.check(reaction)
     stats: dict = {}
     t0 = time.perf_counter()
-    with EventWriter(out, reaction) as writer, progress_bar() as bar:
+    description = {"generator": "fastsim generate", "detector": det.name, "seed": seed,
+                   "proposals": {k: list(v) for k, v in proposals.items()}, "flat_fraction": 0.0}
+    with EventWriter(out, reaction, metadata=description) as writer, progress_bar() as bar:
         task = bar.add_task(f"conventional MC ({det.name})", total=n)
         for chunk in iter_conventional_mc(n, det, reaction=reaction, seed=seed, chunk_size=chunk_size,
                                           stats=stats, proposals=proposals or None):
@@ -72,6 +74,60 @@ def generate(
     typer.echo(f"detector {det.name}: acceptance x efficiency = {acc:.4f} "
                f"({stats['n_passed']} of {stats['n_generated']} generated {'proposals ' if proposals else ''}passed)")
     typer.echo(f"throughput: {writer.n_written / dt:,.0f} accepted events/s ({dt:.2f} s)")
+
+
+def _reaction_of(mc: Path, model: Path | None):
+    """The reaction of an event file: the card's (--model), else the file's description, else
+    J/psi -> gamma K+ K- (files of other programs). A card and a description that differ are refused."""
+    from fastsim.checkpoint import same_reaction
+    from fastsim.events import JPSI_GAMMA_KK, reaction_of_file
+
+    from .common import UserError
+
+    in_file = reaction_of_file(mc) if mc.is_file() else None
+    if model is None:
+        return in_file or JPSI_GAMMA_KK
+    from pwa.card import load_model_card
+
+    reaction = load_model_card(model).reaction.to_reaction()
+    if in_file is not None and not same_reaction(in_file, reaction):
+        raise UserError(f"{mc}: holds events of {in_file}, but --model {model} describes {reaction}")
+    return reaction
+
+
+def _tree_training_setup(mc: Path, events, reaction, card, fold: bool):
+    """(coordinates, symmetry test, training weights, note) of a flow in a decay tree's coordinates.
+
+    With the Breit-Wigner proposals the file records, the flow learns the
+    proposal's detector-level density and its samples carry the analytic
+    weight w_R = flat / proposal; the proposal is widened by the card's mass
+    resolution (the reconstructed peak is wider), and each training event gets
+    v = (its file weight) / w_R(its reconstructed momenta), so that samples
+    weighted by w_R follow flat phase space through the detector exactly in
+    expectation (fastsim.tree_coords).
+    """
+    import numpy as np
+
+    from fastsim.events import read_event_metadata
+    from fastsim.tree_coords import training_coordinates
+
+    proposals = {k: tuple(v) for k, v in read_event_metadata(mc).get("proposals", {}).items()}
+    sigma = card.resolution.sigma_m if (card is not None and card.resolution.enabled) else 0.0
+    widened = {k: (m, float(np.hypot(w, 2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma))) for k, (m, w) in proposals.items()}
+    coords, symmetry = training_coordinates(reaction, events.momenta, card=card, fold=fold, proposals=widened,
+                                            source=str(mc))
+    weights, note = events.weights, ""
+    if widened:
+        if events.weights is None:
+            from .common import UserError
+
+            raise UserError(f"{mc}: the description names proposals {', '.join(proposals)} but the file has no "
+                            f"'weight' column")
+        weights = events.weights / coords.space.weights(events.momenta, widened)
+        note = (f" (proposal MC: the flow learns the proposal density {', '.join(f'{k} {m:g} GeV, width {w:g}' for k, (m, w) in widened.items())}"
+                f" and its samples carry flat / proposal weights; training weights v = w / w_R have "
+                f"effective size {weights.sum() ** 2 / (weights ** 2).sum():.0f})")
+    return coords, symmetry, weights, note
 
 
 def _parse_hp(items: list[str]) -> dict:
@@ -117,6 +173,13 @@ def _train_errors(fn):
 def train(
     mc: Path = typer.Option(..., "--mc", help="Detector-level MC event file to learn."),
     out: Path = typer.Option(..., "--out", help="Model checkpoint to write (.pt), updated every epoch."),
+    model: Path = typer.Option(None, "--model",
+                               help="Model card whose reaction the MC is of (default: the reaction the event "
+                                    "file's description names, else J/psi -> gamma K+ K-)."),
+    coordinates: str = typer.Option("auto", "--coordinates",
+                                    help="'helicity' (J/psi -> gamma P1 P2 only: the five helicity variables, "
+                                         "with gates and edge knots), 'tree' (the masses and angles of the "
+                                         "reaction's first decay chain) or 'auto' (helicity where it applies)."),
     kind: str = typer.Option("flow", "--kind", help="Generator: 'flow' (spline flow) or 'vae'."),
     epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum number of epochs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -146,13 +209,15 @@ def train(
                                    "--no-fold."),
 ) -> None:
     """Train a fast simulator (flow or VAE) on detector-level MC."""
-    from fastsim.events import JPSI_GAMMA_KK, load_detector_card, read_events
+    from fastsim.events import load_detector_card, read_events
 
     from .common import UserError
 
     if kind not in ("flow", "vae"):
         raise UserError(f"--kind must be flow or vae, got {kind!r}")
-    inputs = {"--mc": mc, "--detector": detector_path(detector)}
+    if coordinates not in ("auto", "helicity", "tree"):
+        raise UserError(f"--coordinates must be auto, helicity or tree, got {coordinates!r}")
+    inputs = {"--mc": mc, "--detector": detector_path(detector), "--model": model}
     check_output(out, inputs=inputs)
     check_output(out.with_name(out.stem + "_training.png"), option="--out (its training plot)", inputs=inputs)
     from fastsim.checkpoint import file_fingerprint, load_checkpoint, package_versions
@@ -167,15 +232,24 @@ def train(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     card = load_detector_card(detector)
-    reaction = JPSI_GAMMA_KK  # the fast simulator models J/psi -> gamma K+ K- (train takes no --model)
+    reaction = _reaction_of(mc, model)
+    tree = coordinates == "tree" or not reaction.is_radiative_pair
+    if coordinates == "helicity" and not reaction.is_radiative_pair:
+        raise UserError(f"--coordinates helicity: defined for parent -> gamma P1 P2, not for {reaction}")
     events = read_events(mc, reaction)
-    coords = CoordinateMap.for_reaction(reaction, fold=fold)
+    coords = None if tree else CoordinateMap.for_reaction(reaction, fold=fold)
     fingerprint = dict(file_fingerprint(mc), n_events=len(events))
     resume_state = None
     symmetry = None
+    train_weights, note = events.weights, ""
     if resume:
+        from fastsim.checkpoint import coordinates_from_dict
+
         ck = load_checkpoint(out, reaction)
-        coords = CoordinateMap.from_dict(ck["coordinates"])  # the run's own coordinates
+        coords = coordinates_from_dict(ck["coordinates"])  # the run's own coordinates
+        tree = getattr(coords, "physical", None) == "momenta"
+        if tree:
+            _, _, train_weights, note = _tree_training_setup(mc, events, reaction, card, fold=False)
         if ck.get("training") is None:
             raise TrainingError(f"{out}: the checkpoint holds no training state to resume from")
         if ck.get("training_file", {}).get("sha256") != fingerprint["sha256"]:
@@ -190,12 +264,17 @@ def train(
                        f"{resume_state['epoch']}); nothing to resume")
             return
     else:
-        if fold:  # (TrainingError -> "error: ... train without folding" (--no-fold), exit 2)
+        if tree:  # (TrainingError -> "error: ... train without folding" (--no-fold), exit 2)
+            coords, symmetry, train_weights, note = _tree_training_setup(mc, events, reaction, card, fold)
+        elif fold:
             symmetry = require_symmetry(events.helicity_variables, (coords.m_min, coords.m_max), str(mc))
-        hyper = model_hyperparameters(kind, coords, card, _parse_hp(hp), edge_knots, gates)
+        try:
+            hyper = model_hyperparameters(kind, coords, card, _parse_hp(hp), edge_knots and not tree, gates)
+        except ValueError as exc:
+            raise UserError(f"--detector {detector}: {exc}") from None
         config = TrainConfig(kind=kind, hyperparameters=hyper, epochs=epochs, batch_size=batch_size,
                              learning_rate=lr, patience=patience, max_minutes=max_minutes, seed=seed)
-    u = coords.to_unit(events.helicity_variables)
+    u = coords.to_unit(events.momenta if tree else events.helicity_variables)
     metadata = {"coordinates": coords.to_dict(), "reaction": reaction.to_dict(),
                 "detector": None if card is None else card.model_dump(), "detector_spec": detector,
                 "training_file": fingerprint, "versions": package_versions(), "validation": None}
@@ -204,9 +283,9 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    weighted = "" if events.weights is None else (
+    weighted = note or ("" if events.weights is None else (
         f" (weighted: the NLL is weighted by the file's 'weight' column, effective size "
-        f"{events.weights.sum() ** 2 / (events.weights ** 2).sum():.0f})")
+        f"{events.weights.sum() ** 2 / (events.weights ** 2).sum():.0f})"))
     typer.echo(f"training a {kind} on {len(events)} events from {mc}{weighted} (device {dev}, seed {config.seed})")
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("train {task.fields[train]}  val {task.fields[val]}  best@{task.fields[best]}"),
@@ -223,7 +302,7 @@ def train(
             bar.console.print(f"epoch {rec['epoch']:3d}  train {rec['train_loss']:.5f}  "
                               f"val {rec['val_loss']:.5f}  lr {rec['lr']:.2e}  ({rec['epoch_s']:.1f} s)")
 
-        result = fit(u, config, weights=events.weights, checkpoint=out, metadata=metadata, resume=resume_state,
+        result = fit(u, config, weights=train_weights, checkpoint=out, metadata=metadata, resume=resume_state,
                      device=dev, on_batch=on_batch, on_epoch=on_epoch)
     png = plot_training_curve(result["history"], out.with_name(out.stem + "_training.png"),
                               f"{kind} on {mc.name}")
@@ -249,7 +328,7 @@ def sample(
     import torch
 
     from fastsim.checkpoint import load_simulator
-    from fastsim.events import EventWriter, Events
+    from fastsim.events import EventWriter
 
     from .common import UserError
 
@@ -263,21 +342,24 @@ def sample(
         raise UserError(str(exc)) from None
     t0 = time.perf_counter()
     t_model = 0.0
-    with EventWriter(out, sim.reaction) as writer, progress_bar() as bar:
+    description = {"generator": f"fastsim sample ({sim.kind})", "model": str(model), "seed": seed,
+                   "proposals": {k: list(v) for k, v in sim.proposals.items()}}
+    with EventWriter(out, sim.reaction, metadata=description) as writer, progress_bar() as bar:
         task = bar.add_task(f"{sim.kind} sampling", total=n)
-        it = sim.iter_sample_hv(n, seed=seed, chunk_size=chunk_size)
+        it = sim.iter_sample(n, seed=seed, chunk_size=chunk_size)
         while True:
             t1 = time.perf_counter()
-            hv = next(it, None)
+            events = next(it, None)
             t_model += time.perf_counter() - t1
-            if hv is None:
+            if events is None:
                 break
-            writer.write(Events.from_helicity_variables(hv, sim.reaction))
-            bar.advance(task, len(hv))
+            writer.write(events)
+            bar.advance(task, len(events))
     dt = time.perf_counter() - t0
-    typer.echo(f"wrote {writer.n_written} events to {out}")
-    typer.echo(f"throughput: {n / dt:,.0f} events/s end to end ({dt:.2f} s, four-momenta and file "
-               f"included); model sampling alone {n / t_model:,.0f} events/s")
+    typer.echo(f"wrote {writer.n_written} events of {sim.reaction} to {out}"
+               + (" (column 'weight' = flat / proposal density)" if sim.proposals else ""))
+    typer.echo(f"throughput: {n / dt:,.0f} events/s end to end ({dt:.2f} s, file included); "
+               f"model sampling and four-momenta {n / t_model:,.0f} events/s")
 
 
 @app.command()
@@ -312,15 +394,21 @@ def validate(
                         "record metrics into the copy")
     sim = load_simulator(model, device=device)
     ref = read_events(reference, sim.reaction)
-    metrics = validate_simulator(sim, ref.helicity_variables, out, n_model=n_model or None, seed=seed)
+    if sim.is_tree:
+        from fastsim.validation import validate_tree_simulator
+
+        metrics = validate_tree_simulator(sim, ref, out, n_model=n_model or None, seed=seed)
+    else:
+        metrics = validate_simulator(sim, ref.helicity_variables, out, n_model=n_model or None, seed=seed)
     auc = metrics["classifier_test"]
     typer.echo(f"{sim.kind}: classifier AUC = {auc['auc']:.4f} +- {auc['auc_error']:.4f} "
                f"(target <= 0.55: {'met' if metrics['targets']['auc_met'] else 'NOT met'})")
     for name, v in metrics["chi2_per_coordinate"].items():
         typer.echo(f"  chi2/ndf {name:12s} {v['chi2']:8.1f} / {v['ndf']:3d} = {v['chi2_ndf']:.2f}")
     typer.echo(f"  max chi2/ndf over pairs: {metrics['max_chi2_ndf_pair']:.2f}")
-    ms = metrics["moments"]["summary"]
-    typer.echo(f"  moments: chi2 {ms['chi2_overall']:.1f} for {ms['n_overall']} (max |pull| "
+    ms = metrics.get("moments", {}).get("summary")
+    if ms is not None:
+        typer.echo(f"  moments: chi2 {ms['chi2_overall']:.1f} for {ms['n_overall']} (max |pull| "
                f"{ms['max_abs_pull_overall']:.1f}); m-binned chi2 {ms['chi2_m_binned']:.1f} for "
                f"{ms['n_m_binned']} (max |pull| {ms['max_abs_pull_m_binned']:.1f})")
     if record:

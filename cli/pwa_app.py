@@ -95,6 +95,20 @@ def generate(
 
 #: The flow of ``--mc flow`` without ``--flow-model``, named as a shipped file.
 DEFAULT_FLOW = "flow_besiii_like.pt"
+#: The shipped flow of each reaction, by (parent, final-state particles).
+DEFAULT_FLOWS = {("J/psi", ("gamma", "K+", "K-")): DEFAULT_FLOW,
+                 ("psi(2S)", ("K+", "K-", "K+", "K-")): "flow_psi2s_kkkk.pt"}
+
+
+def default_flow(reaction) -> Path:
+    """The shipped flow for a reaction; refused (UserError) when none is shipped."""
+    from fastsim.events.resources import shipped
+
+    name = DEFAULT_FLOWS.get((reaction.parent, reaction.particles))
+    if name is None:
+        raise UserError(f"--mc flow: no flow is shipped for {reaction}; train one (fastsim train --model CARD) "
+                        f"and pass it with --flow-model")
+    return shipped(name)
 
 
 def _load_fit_inputs(model_path: Path, data_path: Path, mc: str, flow_model: Path | None, n_mc: int,
@@ -122,16 +136,20 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
         return read_events(path, model.reaction), {"mc": str(path)}
     reference = read_events(reweight, model.reaction) if reweight is not None else None
     from fastsim import load_simulator
-    from fastsim.events.resources import shipped
+    from fastsim.checkpoint import same_reaction
 
-    path = flow_model if flow_model is not None else shipped(DEFAULT_FLOW)
+    path = flow_model if flow_model is not None else default_flow(model.reaction)
     t0 = time.perf_counter()
     sim = load_simulator(path)
+    if not same_reaction(sim.reaction, model.reaction) or sim.reaction.prefixes != model.reaction.prefixes:
+        raise UserError(f"{path}: the flow generates {sim.reaction} events ({', '.join(sim.reaction.prefixes)}), "
+                        f"the model describes {model.reaction} ({', '.join(model.reaction.prefixes)})")
+    if reference is not None and sim.is_tree:
+        raise UserError(f"--reweight: the DCTR classifier works in the helicity variables of J/psi -> gamma P1 P2; "
+                        f"{path} is a flow of {sim.reaction}")
     events = sim.sample(n_mc, seed=seed)
+    events = Events(events.momenta, events.weights, reaction=model.reaction)  # the card's chains
     dt = time.perf_counter() - t0
-    if events.reaction != model.reaction:
-        raise UserError(f"{path}: the flow generates {' '.join(events.reaction.particles)} events, "
-                        f"the model describes {' '.join(model.reaction.particles)}")
     typer.echo(f"flow MC: {len(events)} events from {path} in {dt:.1f} s", err=True)
     info = {"mc": "flow", "flow_model": str(path), "n_flow": n_mc, "flow_seed": seed}
     if reference is not None:

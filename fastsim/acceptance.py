@@ -97,6 +97,45 @@ def gate_settings(card) -> dict:
     }
 
 
+def tree_gate_settings(card, reaction) -> dict:
+    """:func:`gate_settings` for any reaction (tree coordinates): the tracks and the photon of
+    its final state, in ``reaction.prefixes`` order (``charged``, ``photon``: their indices).
+
+    Raises:
+        ValueError: the card has different rules for two charged species of the
+            final state (one gate per cut is shared by every track), or the final
+            state has more than one photon.
+    """
+    from fastsim.events.detector import species_kind
+
+    kinds = [species_kind(p) for p in reaction.particles]
+    charged = [i for i, k in enumerate(kinds) if k == "charged"]
+    photons = [i for i, k in enumerate(kinds) if k == "photon"]
+    if len(photons) > 1:
+        raise ValueError(f"acceptance gates: {reaction} has {len(photons)} photons; the gates model one")
+    rules = {card.charged.rules_for(reaction.particles[i]).model_dump_json() for i in charged}
+    if len(rules) > 1:
+        raise ValueError(f"acceptance gates: the detector card has different rules for the charged species of "
+                         f"{reaction}; train with --no-gates")
+    out = gate_settings(card)
+    out["charged"] = charged
+    out["photon"] = photons
+    return out
+
+
+def tree_lab_features(momenta: np.ndarray, settings: dict) -> np.ndarray:
+    """Lab variables (n, 2 n_charged + 2 n_photon) of four-momenta (n, n_final, 4): cos theta and
+    pT of each track of ``settings['charged']``, then cos theta and energy of the photon."""
+    from fastsim.events.kinematics import polar_cos_and_pt
+
+    cols = []
+    for i in settings["charged"]:
+        cols += list(polar_cos_and_pt(momenta[:, i]))
+    for i in settings["photon"]:
+        cols += [polar_cos_and_pt(momenta[:, i])[0], momenta[:, i, 0]]
+    return np.stack(cols, axis=1)
+
+
 class AcceptanceGates(nn.Module):
     """log g(x) from :func:`lab_features`, with learnable positions, log-widths and turn-on.
 
@@ -118,6 +157,10 @@ class AcceptanceGates(nn.Module):
         if any(not w > 0.0 for w in width):
             raise ValueError(f"gate widths must be positive, got {dict(zip(self.NAMES, width))}")
         self._init_width = width
+        # layout of the features: tracks first, then the photon (J/psi -> gamma P1 P2: 2 and 1)
+        self.charged = [int(i) for i in settings.get("charged", (1, 2))]
+        self.photon = [int(i) for i in settings.get("photon", (0,))]
+        self._layout_stored = "charged" in settings
         self._init_turn_on = float(settings["charged_pt_turn_on"][0]) if settings.get("charged_pt_turn_on") else None
         self.register_buffer("start", torch.tensor(pos, dtype=torch.float64))
         # position = start + POSITION_SCALE * shift: an optimiser step of the
@@ -155,17 +198,23 @@ class AcceptanceGates(nn.Module):
         out = {k: [float(p), float(w)] for k, p, w in zip(self.NAMES, self.start.cpu(), self._init_width)}
         if self.log_turn_on is not None:
             out["charged_pt_turn_on"] = [self._init_turn_on]
+        if self._layout_stored:
+            out.update(charged=list(self.charged), photon=list(self.photon))
         return out
 
     def log_g(self, feats: torch.Tensor) -> torch.Tensor:
-        """log g (n,) for lab features (n, 6) (float64)."""
+        """log g (n,) for lab features (n, 2 n_charged + 2 n_photon) (float64): (cos, pT) of each
+        track, then (cos, E) of the photon (6 columns for J/psi -> gamma P1 P2)."""
         f = feats.to(self.position.dtype)
         lg = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
-        for k in (0, 2):  # charged tracks
+        for k in range(0, 2 * len(self.charged), 2):  # charged tracks
             lg = lg + self._step(f[:, k].abs(), 0, True) + self._step(f[:, k + 1], 1, False)
             if self.log_turn_on is not None:
                 lg = lg + self._turn_on(f[:, k + 1])
-        c, e = f[:, 4].abs(), f[:, 5]
+        if not self.photon:
+            return lg
+        k = 2 * len(self.charged)
+        c, e = f[:, k].abs(), f[:, k + 1]
         lb = self._step(c, 2, True) + self._step(e, 3, False)
         le = self._step(c, 4, False) + self._step(c, 5, True) + self._step(e, 6, False)
         # g_b + g_e - g_b g_e = g_b + g_e (1 - g_b), in logs

@@ -56,6 +56,21 @@ def package_versions() -> dict:
     return out
 
 
+def same_reaction(a: Reaction, b: Reaction) -> bool:
+    """Same parent and final state (particles in event-file order)."""
+    return (a.parent, a.particles) == (b.parent, b.particles)
+
+
+def coordinates_from_dict(d: dict):
+    """The coordinate map a checkpoint records: a decay tree's (``kind: tree_unit_box``) or the
+    helicity variables of J/psi -> gamma P1 P2 (:class:`~fastsim.coords.CoordinateMap`)."""
+    if isinstance(d, dict) and d.get("kind") == "tree_unit_box":
+        from .tree_coords import TreeCoordinateMap
+
+        return TreeCoordinateMap.from_dict(d)
+    return CoordinateMap.from_dict(d)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write a checkpoint dictionary atomically (format keys are added)."""
     import torch
@@ -136,17 +151,27 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
             raise CheckpointError(f"{path}: field {where} is not a dictionary of tensors")
         check_finite_state(path, state, where)
     try:
-        ck_reaction = Reaction.from_final_state(data["reaction"]["final_state"], data["reaction"]["parent"])
+        r = data["reaction"]
+        ck_reaction = Reaction.from_final_state(r["final_state"], r["parent"], chains=r.get("chains", ()),
+                                                production=r.get("production"))
     except Exception as exc:
         raise CheckpointError(f"{path}: field reaction is invalid ({exc})") from None
-    if reaction is not None and (ck_reaction.parent, ck_reaction.particles) != (reaction.parent, reaction.particles):
+    if reaction is not None and not same_reaction(ck_reaction, reaction):
         raise CheckpointError(
             f"{path}: the model was trained for {ck_reaction.parent} -> {' '.join(ck_reaction.particles)}, "
             f"not for {reaction.parent} -> {' '.join(reaction.particles)}")
     try:
-        coords = CoordinateMap.from_dict(data["coordinates"])
+        coords = coordinates_from_dict(data["coordinates"])
     except Exception as exc:
         raise CheckpointError(f"{path}: field coordinates is invalid ({exc})") from None
+    if getattr(coords, "physical", None) == "momenta":
+        if not same_reaction(coords.reaction, ck_reaction):
+            raise CheckpointError(f"{path}: the coordinates are those of {coords.reaction}, the reaction field "
+                                  f"says {ck_reaction}")
+        data["_reaction"] = ck_reaction
+        data["_coords"] = coords
+        data["_path"] = str(path)
+        return data
     expected = CoordinateMap.for_reaction(ck_reaction)
     if abs(coords.m_min - expected.m_min) > 1e-9 or abs(coords.m_max - expected.m_max) > 1e-9:
         raise CheckpointError(f"{path}: coordinate range m in [{coords.m_min}, {coords.m_max}] GeV does not "

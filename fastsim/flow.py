@@ -446,15 +446,16 @@ class SplineFlow(nn.Module):
         self.gates = None
         if acceptance is not None:
             from .acceptance import AcceptanceGates
-            from .coords import CoordinateMap
+            from .checkpoint import coordinates_from_dict
 
             try:
-                self._gate_coords = CoordinateMap.from_dict(acceptance["coords"])
+                self._gate_coords = coordinates_from_dict(acceptance["coords"])
                 gates = AcceptanceGates(acceptance["gates"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"acceptance needs 'coords' (a coordinate map) and 'gates' "
                                  f"(fastsim.acceptance.gate_settings): {exc}") from None
-            if self._gate_coords.n_dim != self.n_dim or self._gate_coords.parent_mass is None:
+            tree = getattr(self._gate_coords, "physical", None) == "momenta"
+            if self._gate_coords.n_dim != self.n_dim or (not tree and self._gate_coords.parent_mass is None):
                 raise ValueError(f"acceptance coordinates must have {self.n_dim} dimensions and the "
                                  f"reaction's masses")
             self.gates = gates
@@ -501,10 +502,13 @@ class SplineFlow(nn.Module):
     # -- acceptance gates --------------------------------------------------
     def _lab_features(self, u: torch.Tensor) -> torch.Tensor:
         """Per-particle lab variables (n, 6) of unit-box points (no gradient with respect to u)."""
-        from .acceptance import lab_features
+        from .acceptance import lab_features, tree_lab_features
 
         c = self._gate_coords
-        hv = c.from_unit(u.detach().to(torch.float64).cpu().numpy())
+        x = c.from_unit(u.detach().to(torch.float64).cpu().numpy())
+        if getattr(c, "physical", None) == "momenta":  # the domain point stands for all its images
+            return torch.as_tensor(tree_lab_features(x, self.gates.settings()), device=u.device)
+        hv = x
         return torch.as_tensor(lab_features(hv, c.parent_mass, c.m1, c.m2), device=u.device)
 
     def _gate_values(self, u: torch.Tensor) -> torch.Tensor:

@@ -57,6 +57,19 @@ def chi2_counts(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     return float(np.sum(num / den)), max(int(use.sum()) - 1, 1)
 
 
+def chi2_counts_weighted(a: np.ndarray, b: np.ndarray, b2: np.ndarray) -> tuple[float, int]:
+    """:func:`chi2_counts` of an unweighted histogram a against a weighted one (sums of weights
+    b, of squared weights b2): chi^2 = sum (a_i/A - b_i/B)^2 / (a_i/A^2 + b2_i/B^2) over bins
+    with at least MIN_ENTRIES effective entries in all."""
+    a, b, b2 = (np.asarray(x, dtype=np.float64).ravel() for x in (a, b, b2))
+    A, B = a.sum(), b.sum()
+    eff = np.where(b2 > 0.0, b * b / np.where(b2 > 0.0, b2, 1.0), 0.0)
+    use = (a + eff) >= MIN_ENTRIES
+    num = (a[use] / A - b[use] / B) ** 2
+    den = a[use] / A**2 + b2[use] / B**2
+    return float(np.sum(num / den)), max(int(use.sum()) - 1, 1)
+
+
 #: Bins of the folded point in :func:`symmetry_test`: m, |cos theta_X|, |cos theta_1|, folded phi_1.
 SYMMETRY_BINS = (6, 4, 4, 4)
 #: Smallest p-value of :func:`symmetry_test` with which a sample is taken as symmetric.
@@ -124,18 +137,30 @@ def require_symmetry(hv: np.ndarray, m_range: tuple[float, float], source: str) 
     return res
 
 
-def classifier_auc(x_model: np.ndarray, x_ref: np.ndarray, seed: int = 0) -> dict:
+def _angle_features(x: np.ndarray, azimuths) -> np.ndarray:
+    """Columns of x with each azimuth column replaced by its (cos, sin)."""
+    cols = []
+    for i in range(x.shape[1]):
+        cols += [np.cos(x[:, i]), np.sin(x[:, i])] if i in azimuths else [x[:, i]]
+    return np.column_stack(cols)
+
+
+def classifier_auc(x_model: np.ndarray, x_ref: np.ndarray, seed: int = 0, azimuths=(2, 4),
+                   ref_weights: np.ndarray | None = None) -> dict:
     """ROC AUC of a classifier separating model from reference events.
 
-    Features: m, cos theta_X, cos theta_1 and (cos, sin) of both azimuths.
+    Features: the columns of x (helicity variables by default), every azimuth
+    (column index in ``azimuths``) as its (cos, sin).
     Half of each sample trains the classifier, the other half measures the AUC.
+    ``ref_weights``: weights of the reference events (in the classifier's fit
+    and in the AUC, the reference's total scaled to its number of events); the
+    error then uses the reference's effective size.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    def feats(hv: np.ndarray) -> np.ndarray:
-        return np.column_stack([hv[:, 0], hv[:, 1], np.cos(hv[:, 2]), np.sin(hv[:, 2]), hv[:, 3],
-                                np.cos(hv[:, 4]), np.sin(hv[:, 4])])
+    def feats(x: np.ndarray) -> np.ndarray:
+        return _angle_features(x, set(azimuths))
 
     rng = np.random.default_rng(seed)
     X = np.concatenate([feats(x_model), feats(x_ref)])
@@ -144,10 +169,17 @@ def classifier_auc(x_model: np.ndarray, x_ref: np.ndarray, seed: int = 0) -> dic
     clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, max_leaf_nodes=31,
                                          early_stopping=True, validation_fraction=0.1,
                                          random_state=seed)
-    clf.fit(X[train], y[train])
+    w = None
+    if ref_weights is not None:
+        rw = np.asarray(ref_weights, dtype=np.float64)
+        w = np.concatenate([np.ones(len(x_model)), rw * len(rw) / rw.sum()])
+    clf.fit(X[train], y[train], sample_weight=None if w is None else w[train])
     score = clf.predict_proba(X[~train])[:, 1]
-    auc = float(roc_auc_score(y[~train], score))
+    auc = float(roc_auc_score(y[~train], score, sample_weight=None if w is None else w[~train]))
     n1, n0 = int(y[~train].sum()), int((~train).sum() - y[~train].sum())
+    if w is not None:
+        w0 = w[~train][y[~train] == 0]
+        n0 = max(int(w0.sum() ** 2 / (w0 ** 2).sum()), 2)
     # Hanley & McNeil (1982) standard error.
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
     se = math.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0))
@@ -331,5 +363,91 @@ def validate_simulator(sim, hv_ref: np.ndarray, out_dir: str | os.PathLike, *, n
                           "auc_met": metrics["classifier_test"]["auc"] <= 0.55,
                           "chi2_met": metrics["max_chi2_ndf_coordinate"] <= 1.5}
     metrics["plots"] = [p.name for p in plot_comparisons(hv_model, hv_ref, m_range, out_dir, sim.kind)]
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def validate_tree_simulator(sim, ref, out_dir: str | os.PathLike, *, n_model: int | None = None,
+                            seed: int = 12345) -> dict:
+    """:func:`validate_simulator` for a simulator in a decay tree's coordinates (any reaction).
+
+    The variables compared are the chain's tree variables (intermediate masses,
+    every vertex's cos theta and phi) of each event relabelled to the
+    coordinates' identical-particle pairing. The model's samples are compared
+    unweighted with the reference weighted as the model's training sample was
+    (for proposal MC v = w / w_R, what the model learned; see
+    ``cli.fastsim_app._tree_training_setup``). Classifier AUC,
+    chi^2/ndf per variable (50 bins) and per pair (20 x 20), and 1-D plots.
+
+    Args:
+        sim: a tree-coordinate :class:`~fastsim.generator.FastSimulator`.
+        ref: held-out reference :class:`~fastsim.events.Events`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    coords = sim.coords
+    n_model = n_model or len(ref)
+    t0 = time.perf_counter()
+    model_events = sim.sample(n_model, seed=seed)
+    t_sample = time.perf_counter() - t0
+    names, x_model, ranges_ = coords.tree_variables(model_events.momenta)
+    _, x_ref, _ = coords.tree_variables(ref.momenta)
+    # What the model learned: the reference weighted as in training (proposal MC: v = w / w_R)
+    w_ref = ref.weights
+    if sim.proposals and ref.weights is not None:
+        w_ref = ref.weights / coords.space.weights(ref.momenta, sim.proposals)
+    if w_ref is None:
+        w_ref = np.ones(len(x_ref))
+    azimuths = tuple(i for i, n in enumerate(names) if n.startswith("phi_"))
+    per_coord, per_pair = {}, {}
+    for i, name in enumerate(names):
+        a, _ = np.histogram(x_model[:, i], BINS_1D, ranges_[i])
+        b, _ = np.histogram(x_ref[:, i], BINS_1D, ranges_[i], weights=w_ref)
+        b2, _ = np.histogram(x_ref[:, i], BINS_1D, ranges_[i], weights=w_ref ** 2)
+        c2, ndf = chi2_counts_weighted(a, b, b2)
+        per_coord[name] = {"chi2": c2, "ndf": ndf, "chi2_ndf": c2 / ndf}
+    for i, j in itertools.combinations(range(len(names)), 2):
+        rr = [ranges_[i], ranges_[j]]
+        a, _, _ = np.histogram2d(x_model[:, i], x_model[:, j], BINS_2D, rr)
+        b, _, _ = np.histogram2d(x_ref[:, i], x_ref[:, j], BINS_2D, rr, weights=w_ref)
+        b2, _, _ = np.histogram2d(x_ref[:, i], x_ref[:, j], BINS_2D, rr, weights=w_ref ** 2)
+        c2, ndf = chi2_counts_weighted(a, b, b2)
+        per_pair[f"{names[i]}:{names[j]}"] = {"chi2": c2, "ndf": ndf, "chi2_ndf": c2 / ndf}
+    auc = classifier_auc(x_model, x_ref, seed, azimuths=azimuths,
+                         ref_weights=None if np.all(w_ref == 1.0) else w_ref)
+    metrics = {
+        "reaction": str(sim.reaction), "variables": list(names),
+        "n_model": len(x_model), "n_reference": len(x_ref), "classifier_test": auc,
+        "chi2_per_coordinate": per_coord, "chi2_per_pair": per_pair,
+        "max_chi2_ndf_coordinate": max(v["chi2_ndf"] for v in per_coord.values()),
+        "max_chi2_ndf_pair": max(v["chi2_ndf"] for v in per_pair.values()),
+        "model": {"kind": sim.kind, "hyperparameters": sim.model.hyperparameters,
+                  "sampling_rate_events_per_s": n_model / t_sample},
+    }
+    metrics["targets"] = {"auc_max": 0.55, "chi2_ndf_per_coordinate_max": 1.5,
+                          "auc_met": auc["auc"] <= 0.55, "chi2_met": metrics["max_chi2_ndf_coordinate"] <= 1.5}
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for i, name in enumerate(names):
+        ax = axes.ravel()[i]
+        a, edges = np.histogram(x_model[:, i], BINS_1D, ranges_[i])
+        b, _ = np.histogram(x_ref[:, i], BINS_1D, ranges_[i])
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        ax.errorbar(centres, b / max(b.sum(), 1), np.sqrt(b) / max(b.sum(), 1), fmt=".k", ms=3, label="reference")
+        ax.step(centres, a / max(a.sum(), 1), where="mid", color="C0", label=sim.kind)
+        ax.set_xlabel(name)
+        ax.set_title(f"chi2/ndf {per_coord[name]['chi2_ndf']:.2f}", fontsize=9)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=8)
+    fig.tight_layout()
+    _savefig(fig, out_dir / "compare_1d.png")
+    metrics["plots"] = ["compare_1d.png"]
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics

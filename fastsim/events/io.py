@@ -239,6 +239,66 @@ def weight_problem(weights: np.ndarray, subject: str = "column 'weight'", *, plu
     return None
 
 
+#: Key of the generator's description (JSON) in an event file: parquet schema metadata,
+#: an .npz entry, a ROOT TObjString.
+METADATA_KEY = "fastsim_metadata"
+
+
+def read_event_metadata(path: str | os.PathLike) -> dict:
+    """The description a writer stored in an event file (reaction, proposals, detector), or {}.
+
+    Files of other programs have none; an unreadable description is an error.
+    """
+    import json
+
+    path = Path(path)
+    fmt = _format(path)
+    if not path.is_file():
+        raise EventFileError(f"{path}: no such file")
+    text = None
+    try:
+        if fmt == ".parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(path).metadata or {}
+            raw = meta.get(METADATA_KEY.encode())
+            text = None if raw is None else raw.decode()
+        elif fmt == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                text = str(z[METADATA_KEY]) if METADATA_KEY in z.files else None
+        else:
+            import uproot
+
+            with uproot.open(path) as f:
+                text = str(f[METADATA_KEY]) if METADATA_KEY in {k.split(";")[0] for k in f.keys()} else None
+    except EventFileError:
+        raise
+    except Exception as exc:
+        raise EventFileError(f"{path}: cannot read the file's description ({type(exc).__name__}: {exc})") from None
+    if text is None:
+        return {}
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventFileError(f"{path}: the {METADATA_KEY} entry is not JSON ({exc})") from None
+    if not isinstance(out, dict):
+        raise EventFileError(f"{path}: the {METADATA_KEY} entry is not a JSON object")
+    return out
+
+
+def reaction_of_file(path: str | os.PathLike) -> Reaction | None:
+    """The reaction an event file's description names, or None when it has none."""
+    meta = read_event_metadata(path)
+    r = meta.get("reaction")
+    if r is None:
+        return None
+    try:
+        return Reaction.from_final_state(r["final_state"], r["parent"], chains=r.get("chains", ()),
+                                         production=r.get("production"))
+    except Exception as exc:
+        raise EventFileError(f"{path}: the description's reaction is invalid ({exc})") from None
+
+
 class EventWriter:
     """Write an event file chunk by chunk, atomically.
 
@@ -249,8 +309,12 @@ class EventWriter:
     """
 
     def __init__(self, path: str | os.PathLike, reaction: Reaction, *,
-                 tree: str = DEFAULT_TREE) -> None:
+                 tree: str = DEFAULT_TREE, metadata: dict | None = None) -> None:
+        import json
+
         self.path = Path(path)
+        #: JSON description stored with the events (``reaction`` always; ``read_event_metadata``).
+        self.metadata_json = json.dumps({"reaction": reaction.to_dict(), **(metadata or {})})
         self.format = _format(self.path)
         self.reaction = reaction
         self.tree = tree
@@ -275,6 +339,7 @@ class EventWriter:
             import pyarrow.parquet as pq
 
             table = pa.table(cols)
+            table = table.replace_schema_metadata({METADATA_KEY: self.metadata_json})
             if self._handle is None:
                 self._handle = pq.ParquetWriter(self._tmp, table.schema)
             self._handle.write_table(table)
@@ -284,6 +349,7 @@ class EventWriter:
             if self._handle is None:
                 self._handle = uproot.recreate(self._tmp)
                 self._handle[self.tree] = cols
+                self._handle[METADATA_KEY] = self.metadata_json
             else:
                 self._handle[self.tree].extend(cols)
         self.n_written += len(events)
@@ -296,7 +362,7 @@ class EventWriter:
                 if self.format == ".npz":
                     cols = {k: np.concatenate([p[k] for p in self._parts]) for k in self._parts[0]}
                     with open(self._tmp, "wb") as fh:
-                        np.savez(fh, **cols)
+                        np.savez(fh, **cols, **{METADATA_KEY: np.array(self.metadata_json)})
             if self._handle is not None:
                 self._handle.close()
         except BaseException:
