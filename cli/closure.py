@@ -122,13 +122,15 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     from fastsim.generator import FastSimulator
     from fastsim.reweight import dctr_weights
     from fastsim.training import TrainConfig, bootstrap_replicas, fit as train_flow, model_hyperparameters
+    from fastsim.tree_coords import proposal_training
     from fastsim.validation import classifier_auc, require_symmetry
     from pwa import Model, load_model_card
+    from pwa.fractions import integration_proposals
     from pwa.fit import fit
     from pwa.fit_result import FitConfig
     from pwa.normalisation import combine_normalisation_caches, normalisation_cache
     from pwa.problem import FitProblem
-    from pwa.fractions import phase_space_quadrature
+    from pwa.fractions import generator_cache
     from pwa.toys import iter_toys
 
     timings: dict[str, float] = {}
@@ -144,28 +146,39 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     data = Events.concatenate(list(iter_toys(model, settings.n_data, det, seed=_seed(settings, toy, 1))))
     timings["toy_data"] = clock() - t
 
+    # Any reaction but J/psi -> gamma + two tracks: tree coordinates, the MC from the card's
+    # Breit-Wigner proposals (as `fastsim generate --model` and `fastsim train`)
+    tree = not uses_helicity_coordinates(reaction)
+    proposals = integration_proposals(model) if tree else {}
     t = clock()
     small = Events.concatenate(list(iter_conventional_mc(settings.n_train, det, reaction=reaction,
-                                                         seed=_seed(settings, toy, 2))))
+                                                         seed=_seed(settings, toy, 2), proposals=proposals or None)))
     timings["mc_small"] = clock() - t
 
     t = clock()
-    coords = CoordinateMap.for_reaction(reaction, m_map=settings.flow_m_map, fold=settings.flow_fold)
     symmetry = None
-    if settings.flow_fold:  # as `fastsim train --fold`: refuse an asymmetric detector
-        symmetry = require_symmetry(small.helicity_variables, (coords.m_min, coords.m_max),
-                                    f"toy {toy}: conventional MC of detector {settings.detector!r}")
+    train_weights = small.weights
+    if tree:
+        coords, symmetry, train_weights = proposal_training(
+            reaction, small.momenta, small.weights, proposals=proposals, card=det.card, fold=settings.flow_fold,
+            source=f"toy {toy}: conventional MC of detector {settings.detector!r}")
+    else:
+        coords = CoordinateMap.for_reaction(reaction, m_map=settings.flow_m_map, fold=settings.flow_fold)
+        if settings.flow_fold:  # as `fastsim train --fold`: refuse an asymmetric detector
+            symmetry = require_symmetry(small.helicity_variables, (coords.m_min, coords.m_max),
+                                        f"toy {toy}: conventional MC of detector {settings.detector!r}")
     # as `fastsim train`: pre-transform knots at the acceptance edges
     # and the acceptance gates at the card's cuts (fastsim.acceptance)
     hyper = model_hyperparameters("flow", coords, det.card, settings.flow_hyperparameters,
-                                  gates=settings.flow_gates)
+                                  edge_knots=not tree, gates=settings.flow_gates)
     train_config = TrainConfig(kind="flow", hyperparameters=hyper,
                                epochs=settings.flow_epochs, max_minutes=settings.flow_minutes,
                                batch_size=settings.flow_batch_size,
                                learning_rate=settings.flow_learning_rate,
                                patience=settings.flow_patience,
                                seed=_seed(settings, toy, 3))
-    trained = train_flow(coords.to_unit(small.helicity_variables), train_config, weights=small.weights)
+    trained = train_flow(coords.to_unit(small.momenta if tree else small.helicity_variables), train_config,
+                         weights=train_weights)
     sim = FastSimulator(trained["model"], coords, reaction=reaction)
     timings["flow_training"] = clock() - t
 
@@ -178,7 +191,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
 
     def reference_chunks():
         for chunk in iter_conventional_mc(settings.n_reference, det, reaction=reaction,
-                                          seed=_seed(settings, toy, 5)):
+                                          seed=_seed(settings, toy, 5), proposals=proposals or None):
             if sum(len(c) for c in ref_head) < 100_000:
                 ref_head.append(chunk)
             yield chunk
@@ -187,15 +200,24 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     timings["mc_reference"] = clock() - t
 
     t = clock()
-    ref_sample = Events.concatenate(ref_head).helicity_variables[:100_000]
-    n_val = min(len(ref_sample), settings.n_flow, 100_000)
-    validation = classifier_auc(flow.helicity_variables[:n_val], ref_sample[:n_val], seed=toy)
+    ref_events = Events.concatenate(ref_head).subset(slice(0, 100_000))
+    n_val = min(len(ref_events), settings.n_flow, 100_000)
+    if tree:  # the reference weighted as the flow's training sample (fastsim.validation.validate_tree_simulator)
+        names, x_flow, _ = coords.tree_variables(flow.momenta[:n_val])
+        _, x_ref, _ = coords.tree_variables(ref_events.momenta[:n_val])
+        w_ref = None if not coords.proposals else (ref_events.weights[:n_val]
+                                                   / coords.space.weights(ref_events.momenta[:n_val], coords.proposals))
+        validation = classifier_auc(x_flow, x_ref, seed=toy, ref_weights=w_ref,
+                                    azimuths=tuple(i for i, n in enumerate(names) if n.startswith("phi_")))
+    else:
+        validation = classifier_auc(flow.helicity_variables[:n_val], ref_events.helicity_variables[:n_val],
+                                    seed=toy)
     timings["flow_validation"] = clock() - t
 
     caches["small"] = normalisation_cache(model, [small])
     caches["flow"] = normalisation_cache(model, flow_chunks(flow))
     reweight_info = None
-    if settings.reweight:
+    if settings.reweight and not tree:  # DCTR classifies helicity variables
         t = clock()
         w, reweight_info = dctr_weights(flow.helicity_variables, small.helicity_variables,
                                         seed=_seed(settings, toy, 6), fold=settings.flow_fold,
@@ -219,8 +241,9 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
 
     t = clock()
     data_cache = model.precompute(data)
-    gen_cache = model.precompute(phase_space_quadrature(reaction, n_panels=settings.quadrature_panels),
-                                 normalisation_matrix=True)
+    # generator-level fractions: the quadrature, or (any other reaction) the per-term integrals of
+    # seeded generator MC, the same for every toy and choice
+    gen_cache = generator_cache(model, quadrature_panels=settings.quadrature_panels)
     config = FitConfig(optimizer=settings.optimizer, quadrature_panels=settings.quadrature_panels)
     fits = {}
     minimizer = None
@@ -243,6 +266,14 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(record, indent=1))
     return record
+
+
+def uses_helicity_coordinates(reaction) -> bool:
+    """Whether the flow of a reaction works in the five helicity variables (a photon and two tracks,
+    as ``fastsim train --coordinates auto``) rather than in its decay tree's."""
+    from fastsim.events.detector import species_kind
+
+    return reaction.is_radiative_pair and all(species_kind(p) == "charged" for p in reaction.particles[1:])
 
 
 def flow_chunks(events, size: int = 100_000):
@@ -415,16 +446,16 @@ def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, e
 
     jax.config.update("jax_enable_x64", True)
     from fastsim.events import write_text_atomic
-    from pwa import Model, fit_fractions_quadrature, load_model_card
+    from pwa import Model, fit_fractions_mc, fit_fractions_quadrature, load_model_card
     from pwa.optimize import dumps
     from pwa.parallel import map_tasks
 
     model = Model.from_card(load_model_card(settings.model))
-    if not model.reaction.is_radiative_pair:
-        from pwa.errors import FitError
+    if settings.reweight and not uses_helicity_coordinates(model.reaction):
+        import dataclasses
 
-        raise FitError(f"{settings.model}: the closure test trains the fast simulator, which models "
-                       f"parent -> gamma P1 P2 only (five helicity variables); the card describes {model.reaction}")
+        # DCTR classifies the helicity variables of J/psi -> gamma P1 P2: not for a tree's flow
+        settings = dataclasses.replace(settings, reweight=False)
     out_dir = Path(out_dir)
     (out_dir / "toys").mkdir(parents=True, exist_ok=True)
     if model.floating_lineshapes:
@@ -459,7 +490,8 @@ def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, e
     map_tasks(run_toy, [(settings, k, str(out_dir)) for k in todo], executor=executor,
               workers=workers, scheduler=scheduler, on_result=finished)
     records = [done[k] for k in range(settings.toys)]
-    truth_F = fit_fractions_quadrature(model, n_panels=settings.quadrature_panels).matrix
+    truth_F = (fit_fractions_quadrature(model, n_panels=settings.quadrature_panels) if model.reaction.is_radiative_pair
+               else fit_fractions_mc(model, seed=0)).matrix
     names = list(model.parameter_names) + [f"F({n})" for n in model.resonance_names] + ["SF"]
     truth = np.concatenate([model.initial_values(), np.diag(truth_F), [np.trace(truth_F)]])
     is_phase = np.array([n.endswith(".phase") for n in names])

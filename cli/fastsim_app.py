@@ -96,37 +96,25 @@ def _reaction_of(mc: Path, model: Path | None):
 
 
 def _tree_training_setup(mc: Path, events, reaction, card, fold: bool):
-    """(coordinates, symmetry test, training weights, note) of a flow in a decay tree's coordinates.
-
-    With the Breit-Wigner proposals the file records, the flow learns the
-    proposal's detector-level density and its samples carry the analytic
-    weight w_R = flat / proposal; the proposal is widened by the card's mass
-    resolution (the reconstructed peak is wider), and each training event gets
-    v = (its file weight) / w_R(its reconstructed momenta), so that samples
-    weighted by w_R follow flat phase space through the detector exactly in
-    expectation (fastsim.tree_coords).
-    """
-    import numpy as np
-
+    """(coordinates, symmetry test, training weights, note) of a flow in a decay tree's coordinates,
+    with the proposals the file's description names (fastsim.tree_coords.proposal_training)."""
     from fastsim.events import read_event_metadata
-    from fastsim.tree_coords import training_coordinates
+    from fastsim.tree_coords import proposal_training
+
+    from .common import UserError
 
     proposals = {k: tuple(v) for k, v in read_event_metadata(mc).get("proposals", {}).items()}
-    sigma = card.resolution.sigma_m if (card is not None and card.resolution.enabled) else 0.0
-    widened = {k: (m, float(np.hypot(w, 2.0 * np.sqrt(2.0 * np.log(2.0)) * sigma))) for k, (m, w) in proposals.items()}
-    coords, symmetry = training_coordinates(reaction, events.momenta, card=card, fold=fold, proposals=widened,
-                                            source=str(mc))
-    weights, note = events.weights, ""
-    if widened:
-        if events.weights is None:
-            from .common import UserError
-
-            raise UserError(f"{mc}: the description names proposals {', '.join(proposals)} but the file has no "
-                            f"'weight' column")
-        weights = events.weights / coords.space.weights(events.momenta, widened)
-        note = (f" (proposal MC: the flow learns the proposal density {', '.join(f'{k} {m:g} GeV, width {w:g}' for k, (m, w) in widened.items())}"
-                f" and its samples carry flat / proposal weights; training weights v = w / w_R have "
-                f"effective size {weights.sum() ** 2 / (weights ** 2).sum():.0f})")
+    try:
+        coords, symmetry, weights = proposal_training(reaction, events.momenta, events.weights, proposals=proposals,
+                                                      card=card, fold=fold, source=str(mc))
+    except ValueError as exc:  # proposals without weights, a symmetry that flips no coordinate
+        raise UserError(str(exc)) from None
+    note = ""
+    if coords.proposals:
+        note = (f" (proposal MC: the flow learns the proposal density "
+                f"{', '.join(f'{k} {m:g} GeV, width {w:g}' for k, (m, w) in coords.proposals.items())} and its "
+                f"samples carry flat / proposal weights; training weights v = w / w_R have effective size "
+                f"{weights.sum() ** 2 / (weights ** 2).sum():.0f})")
     return coords, symmetry, weights, note
 
 
@@ -179,7 +167,8 @@ def train(
     coordinates: str = typer.Option("auto", "--coordinates",
                                     help="'helicity' (J/psi -> gamma P1 P2 only: the five helicity variables, "
                                          "with gates and edge knots), 'tree' (the masses and angles of the "
-                                         "reaction's first decay chain) or 'auto' (helicity where it applies)."),
+                                         "reaction's first decay chain) or 'auto' (helicity for a photon and "
+                                         "two tracks, tree otherwise)."),
     kind: str = typer.Option("flow", "--kind", help="Generator: 'flow' (spline flow) or 'vae'."),
     epochs: int = typer.Option(30, "--epochs", min=1, help="Maximum number of epochs."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -233,7 +222,10 @@ def train(
         raise UserError(str(exc)) from None
     card = load_detector_card(detector)
     reaction = _reaction_of(mc, model)
-    tree = coordinates == "tree" or not reaction.is_radiative_pair
+    from .closure import uses_helicity_coordinates
+
+    # the helicity map's gates and edge knots treat P1 and P2 as tracks
+    tree = coordinates == "tree" or (coordinates == "auto" and not uses_helicity_coordinates(reaction))
     if coordinates == "helicity" and not reaction.is_radiative_pair:
         raise UserError(f"--coordinates helicity: defined for parent -> gamma P1 P2, not for {reaction}")
     events = read_events(mc, reaction)

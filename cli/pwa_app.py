@@ -95,16 +95,16 @@ def generate(
 
 #: The flow of ``--mc flow`` without ``--flow-model``, named as a shipped file.
 DEFAULT_FLOW = "flow_besiii_like.pt"
-#: The shipped flow of each reaction, by (parent, final-state particles).
-DEFAULT_FLOWS = {("J/psi", ("gamma", "K+", "K-")): DEFAULT_FLOW,
-                 ("psi(2S)", ("K+", "K-", "K+", "K-")): "flow_psi2s_kkkk.pt"}
+#: The shipped flow of each other reaction, by (parent, final-state particles).
+DEFAULT_FLOWS = {("psi(2S)", ("K+", "K-", "K+", "K-")): "flow_psi2s_kkkk.pt"}
 
 
 def default_flow(reaction) -> Path:
     """The shipped flow for a reaction; refused (UserError) when none is shipped."""
     from fastsim.events.resources import shipped
 
-    name = DEFAULT_FLOWS.get((reaction.parent, reaction.particles))
+    key = (reaction.parent, reaction.particles)
+    name = DEFAULT_FLOW if key == ("J/psi", ("gamma", "K+", "K-")) else DEFAULT_FLOWS.get(key)
     if name is None:
         raise UserError(f"--mc flow: no flow is shipped for {reaction}; train one (fastsim train --model CARD) "
                         f"and pass it with --flow-model")

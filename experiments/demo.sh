@@ -21,8 +21,10 @@ fastsim generate --model models/r0.yaml --n 100000 --out "$OUT/mc_r0.parquet" --
 pwa generate --model models/r0.yaml --n 3000 --out "$OUT/data_r0.parquet" --seed 12
 pwa fit --model models/r0.yaml --data "$OUT/data_r0.parquet" --mc "$OUT/mc_r0.parquet" --out "$OUT/fit_r0" \
     --starts 1
+pwa fit --model models/r0.yaml --data "$OUT/data_r0.parquet" --mc flow --n-mc 100000 --out "$OUT/fit_r0_flow" \
+    --starts 1 --seed 13   # the shipped psi(2S) -> K+ K- K+ K- flow (weighted samples)
 
-step "3. J/psi -> gamma K+ K- (the reaction of the shipped flow): toy data of its R0 through the detector"
+step "3. J/psi -> gamma K+ K-: toy data of its R0 through the detector"
 pwa generate --model models/jpsi_gamma_kk.yaml --n 5000 --out "$OUT/data.parquet" --seed 2
 
 step "4. the shipped flow against held-out conventional MC"

@@ -168,14 +168,11 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
         if not same_reaction(coords.reaction, ck_reaction):
             raise CheckpointError(f"{path}: the coordinates are those of {coords.reaction}, the reaction field "
                                   f"says {ck_reaction}")
-        data["_reaction"] = ck_reaction
-        data["_coords"] = coords
-        data["_path"] = str(path)
-        return data
-    expected = CoordinateMap.for_reaction(ck_reaction)
-    if abs(coords.m_min - expected.m_min) > 1e-9 or abs(coords.m_max - expected.m_max) > 1e-9:
-        raise CheckpointError(f"{path}: coordinate range m in [{coords.m_min}, {coords.m_max}] GeV does not "
-                              f"match the kinematic range of the reaction [{expected.m_min}, {expected.m_max}]")
+    else:
+        expected = CoordinateMap.for_reaction(ck_reaction)
+        if abs(coords.m_min - expected.m_min) > 1e-9 or abs(coords.m_max - expected.m_max) > 1e-9:
+            raise CheckpointError(f"{path}: coordinate range m in [{coords.m_min}, {coords.m_max}] GeV does not "
+                                  f"match the kinematic range of the reaction [{expected.m_min}, {expected.m_max}]")
     data["_reaction"] = ck_reaction
     data["_coords"] = coords
     data["_path"] = str(path)

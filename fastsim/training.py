@@ -73,7 +73,7 @@ class TrainConfig:
 #: samples 0 and 1) 6 layers x 32 hidden x 8 bins reach a held-out NLL of -0.2659
 #: per event against -0.2637 for the flow default 8 x 64 x 16 with gates and
 #: -0.1957 for the default without (200,000 test events;
-#: experiments/results/closure_r0_tuning/gates/scan.jsonl).
+#: experiments/results/closure_jpsi_tuning/gates/scan.jsonl).
 GATED_FLOW_DEFAULTS = {"n_layers": 6, "hidden": 32, "n_bins": 8}
 
 

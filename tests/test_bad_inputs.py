@@ -110,6 +110,25 @@ def world(tmp_path_factory, small_card) -> Path:
 
     write_events(w / "four_kaons.npz", Events(NBodyPhaseSpace(r0).sample(200, np.random.default_rng(0)),
                                               reaction=r0))
+    d0 = load_model_card(ROOT / "models" / "d0_kpipi0.yaml").reaction.to_reaction()
+    write_events(w / "d0.npz", Events(NBodyPhaseSpace(d0).sample(200, np.random.default_rng(2)), reaction=d0))
+    from fastsim.events import EventWriter
+
+    with EventWriter(w / "four_kaons_described.npz", r0) as writer:  # records its reaction
+        writer.write(Events(NBodyPhaseSpace(r0).sample(300, np.random.default_rng(1)), reaction=r0))
+    # A (random) flow of the four-kaon reaction, in its tree coordinates.
+    import torch
+
+    from fastsim.checkpoint import save_checkpoint
+    from fastsim.flow import SplineFlow
+    from fastsim.tree_coords import TreeCoordinateMap
+
+    tree = TreeCoordinateMap(r0)
+    torch.manual_seed(0)
+    four_flow = SplineFlow(n_layers=2, hidden=8, n_bins=4, n_dim=tree.n_dim, circular=tree.circular)
+    save_checkpoint(w / "four_kaons_flow.pt", {"kind": "flow", "hyperparameters": four_flow.hyperparameters,
+                                               "coordinates": tree.to_dict(), "reaction": r0.to_dict(),
+                                               "model_state": four_flow.state_dict()})
 
     # Cards that do not validate.
     def card(name: str, **changes) -> None:
@@ -208,6 +227,16 @@ CASES = [
     Case("data-of-another-reaction", "pwa", fit(data="{w}/four_kaons.npz"), says=("four_kaons.npz", "gamma_E")),
     Case("mc-of-another-reaction", "pwa", fit(mc="{w}/four_kaons.npz"), says=("four_kaons.npz", "gamma_E")),
     Case("train-mc-missing", "fastsim", ("train", "--mc", "{w}/nope.npz", "--out", "{o}/f.pt"), says=("nope.npz",)),
+    Case("train-model-of-another-reaction", "fastsim",
+         ("train", "--mc", "{w}/four_kaons_described.npz", "--model", M, "--out", "{o}/f.pt"),
+         says=("four_kaons_described.npz", "psi(2S) -> K+ K- K+ K-", "J/psi -> gamma K+ K-")),
+    Case("train-coordinates-unknown", "fastsim", ("train", "--mc", C, "--out", "{o}/f.pt", "--coordinates", "polar"),
+         says=("--coordinates", "polar")),
+    Case("train-helicity-coordinates-four-body", "fastsim",
+         ("train", "--mc", "{w}/four_kaons_described.npz", "--out", "{o}/f.pt", "--coordinates", "helicity"),
+         says=("--coordinates helicity", "psi(2S)")),
+    Case("fit-flow-of-another-reaction", "pwa", fit("--flow-model", "{w}/four_kaons_flow.pt", mc="flow"),
+         says=("four_kaons_flow.pt", "psi(2S) -> K+ K- K+ K-", "J/psi -> gamma K+ K-")),
     Case("train-mc-is-a-card", "fastsim", ("train", "--mc", M, "--out", "{o}/f.pt"), says=("card.yaml",)),
     Case("validate-reference-missing", "fastsim",
          ("validate", "--model", "{w}/flow.pt", "--reference", "{w}/nope.npz", "--out", "{o}/v"), says=("nope.npz",)),
@@ -321,11 +350,9 @@ CASES = [
     Case("closure-n-data-tiny", "pwa", ("closure", "--model", M, "--n-data", "5"), says=("--n-data",)),
     Case("closure-unknown-optimizer", "pwa", ("closure", "--model", M, "--out", "{o}/c", "--optimizer", "adam"),
          says=("--optimizer", "adam")),
-    Case("closure-not-radiative", "pwa", ("closure", "--model", str(ROOT / "models" / "d0_kpipi0.yaml"),
-                                          "--out", "{o}/c"), says=("d0_kpipi0.yaml", "gamma P1 P2")),
-    Case("flow-for-another-reaction", "pwa",
-         ("fit", "--model", str(ROOT / "models" / "r0.yaml"), "--data", "{w}/four_kaons.npz", "--mc", "flow",
-          "--out", "{o}/fit", "--n-mc", "1000"), says=("flow",)),
+    Case("no-flow-shipped-for-the-reaction", "pwa",
+         ("fit", "--model", str(ROOT / "models" / "d0_kpipi0.yaml"), "--data", "{w}/d0.npz", "--mc", "flow",
+          "--out", "{o}/fit", "--n-mc", "1000"), says=("--mc flow", "no flow is shipped for D0 -> K- pi+ pi0")),
     Case("reweight-without-flow", "pwa", (*FIT, "--reweight", C), says=("--reweight",)),
     # --- outputs -------------------------------------------------------------------------------------
     Case("fit-out-is-a-file", "pwa", fit(out=D), says=("--out", "data.npz")),

@@ -1,5 +1,7 @@
 """Event files: round trips in every format and every bad-file path."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,24 @@ def test_four_body_detector_level_round_trip(tmp_path, fmt):
     assert set(events_to_columns(back)) == set(reaction.columns)
     with pytest.raises(EventFileError, match="missing column"):
         read_events(path, JPSI_GAMMA_KK)  # not a J/psi -> gamma K+ K- file
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".npz", ".root"])
+def test_event_files_record_their_reaction(tmp_path, ext):
+    """EventWriter stores the reaction and a description; files of other programs have none."""
+    from fastsim.events import EventWriter, reaction_of_file, read_event_metadata
+    from fastsim.events.nbody import NBodyPhaseSpace
+    from pwa.card import load_model_card
+
+    r0 = load_model_card(Path(__file__).resolve().parents[1] / "models" / "r0.yaml").reaction.to_reaction()
+    ev = Events(NBodyPhaseSpace(r0).sample(50, np.random.default_rng(0)), reaction=r0)
+    path = tmp_path / f"a{ext}"
+    with EventWriter(path, r0, metadata={"proposals": {"phi": [1.019, 0.004]}}) as writer:
+        writer.write(ev)
+        writer.write(ev)
+    assert reaction_of_file(path) == r0
+    assert read_event_metadata(path)["proposals"] == {"phi": [1.019, 0.004]}
+    assert len(read_events(path, r0)) == 100
+    plain = tmp_path / f"b{ext}"
+    write_events(plain, ev)
+    assert read_event_metadata(plain) == {} and reaction_of_file(plain) is None

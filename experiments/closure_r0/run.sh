@@ -1,32 +1,33 @@
 #!/usr/bin/env bash
-# Full R0 closure test (issue 6): K toys, each with N data events, a conventional
-# MC budget of T events on which a fresh flow is trained, F flow events and a
-# large conventional reference of R events. Resumable: rerun the same command
-# after an interruption and finished toys are kept. The per-toy flow trains up to
-# EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
-# folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
-# The flows carry acceptance gates at the detector card's cuts (fastsim.acceptance;
-# pwa closure --flow-gates, the default; the run without them is in results/closure_r0_plain,
-# the run with gates but without the tracking turn-on in results/closure_r0_gates_step).
-# BOOTSTRAP replica flows (default 1) add the bootstrap-bias-corrected flow (flow_bc).
+# Closure test on the seed's reaction, psi(2S) -> phi K+ K- (model R0, models/r0.yaml):
+# K toys, each with N data events, T conventional MC events on which a fresh flow is
+# trained, F flow events and a conventional reference of R events, all through the
+# default detector. The MC is drawn with the card's Breit-Wigner proposal for the
+# phi and weighted flat / proposal; the flow, in the decay tree's coordinates
+# (fastsim.tree_coords: masses through the proposal's conditional CDF, folded on the
+# rotation about the beam, z -> -z, K+ <-> K- and the mirror plane, identical kaons
+# relabelled to the phi's pairing), learns the reconstructed proposal density with
+# gates at every kaon's cuts, and its samples carry the analytic weight.
+# Resumable: rerun the same command after an interruption.
 #
-#   bash experiments/closure_r0/run.sh            # defaults below
-#   TOYS=10 WORKERS=2 bash experiments/closure_r0/run.sh
+#   bash experiments/closure_r0/run.sh                  # the committed run's settings
+#   TOYS=40 N_REF=2000000 bash experiments/closure_r0/run.sh
+#
+# Sizes: T and N as the J/psi -> gamma K+ K- closure (experiments/closure_jpsi);
+# F = 400,000 and R = 1,000,000 (half of that run's R) fit 20 toys into about an hour
+# with two workers on the 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TOYS=${TOYS:-20}
 N_DATA=${N_DATA:-20000}
 N_TRAIN=${N_TRAIN:-50000}
-N_FLOW=${N_FLOW:-500000}
-N_REF=${N_REF:-2000000}
-EPOCHS=${EPOCHS:-40}
-PATIENCE=${PATIENCE:-8}
-BATCH=${BATCH:-2048}
-LR=${LR:-2e-3}
+N_FLOW=${N_FLOW:-400000}
+N_REF=${N_REF:-1000000}
+EPOCHS=${EPOCHS:-20}
+PATIENCE=${PATIENCE:-5}
 WORKERS=${WORKERS:-2}
-BOOTSTRAP=${BOOTSTRAP:-1}
 OUT=${OUT:-experiments/results/closure_r0}
-nice pwa closure --model models/jpsi_gamma_kk.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
+export OMP_NUM_THREADS=1
+nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
     --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
-    --flow-batch-size "$BATCH" --flow-lr "$LR" --flow-bootstrap "$BOOTSTRAP" --workers "$WORKERS" \
-    --out "$OUT" --seed 2026
+    --workers "$WORKERS" --seed 2026 --out "$OUT" 2>&1 | tee -a "$OUT.log"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[2] / "experiments" / "results" / "closure_r0_tuning"
+OUT = Path(__file__).resolve().parents[2] / "experiments" / "results" / "closure_jpsi_tuning"
 
 
 def main() -> None:

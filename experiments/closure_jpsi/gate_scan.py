@@ -7,8 +7,8 @@ epochs, patience 8, batch 2048), then record the held-out NLL per event on
 density is from the truth: NLL = entropy + KL) and the bias proxy's fraction
 shifts of 500,000 samples (``bias_proxy.py``; run ``bias_proxy.py prepare`` first).
 
-    python experiments/closure_r0/gate_scan.py plain,gates,gates_xs 0,1 \
-        --out experiments/results/closure_r0_tuning/gates/scan.jsonl
+    python experiments/closure_jpsi/gate_scan.py plain,gates,gates_xs 0,1 \
+        --out experiments/results/closure_jpsi_tuning/gates/scan.jsonl
 """
 
 from __future__ import annotations

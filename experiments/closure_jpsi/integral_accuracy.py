@@ -10,8 +10,8 @@ events a relative error e on a resonance's integral moves its fit fraction by
 roughly e / (relative fraction error) sigma: for R0 about 0.25 % is needed to
 stay below 0.2 sigma, far below what a classifier AUC resolves.
 
-    python experiments/closure_r0/integral_accuracy.py [--flow models/flow_besiii_like.pt] \
-        [--n 200000] [--samples 6] [--out experiments/results/closure_r0_tuning/integral_accuracy.json]
+    python experiments/closure_jpsi/integral_accuracy.py [--flow models/flow_besiii_like.pt] \
+        [--n 200000] [--samples 6] [--out experiments/results/closure_jpsi_tuning/integral_accuracy.json]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--flow", default=str(ROOT / "models" / "flow_besiii_like.pt"))
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--samples", type=int, default=6)
-    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "closure_r0_tuning"
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "closure_jpsi_tuning"
                                         / "integral_accuracy.json"))
     args = ap.parse_args()
 

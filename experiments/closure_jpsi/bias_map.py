@@ -13,8 +13,8 @@ conventional sample of the same detector gives each bin's contribution to the
 shift (in sigma of the reference fit), with its statistical error; the bins
 add up to the linear shift.
 
-    python experiments/closure_r0/bias_map.py FLOW.pt [--n-flow 500000] [--n-conv 2000000]
-    python experiments/closure_r0/bias_map.py /tmp/dir/C0_closure_s0.pt ...   # train_flows.py files
+    python experiments/closure_jpsi/bias_map.py FLOW.pt [--n-flow 500000] [--n-conv 2000000]
+    python experiments/closure_jpsi/bias_map.py /tmp/dir/C0_closure_s0.pt ...   # train_flows.py files
 
 Prints, per fraction, the m bins (and cos theta_X bins) that carry the shift;
 ``--json`` writes the table.

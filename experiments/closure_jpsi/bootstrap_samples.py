@@ -1,12 +1,12 @@
 """Parametric bootstrap for the bias proxy: T unit-box samples drawn from each trained flow A
 (train_flows.py) become the training samples of replica flows B.
 
-    python experiments/closure_r0/bootstrap_samples.py A_DIR B_SAMPLES_DIR /tmp/closure_proxy/samples_fold
-    python experiments/closure_r0/train_flows.py B_SAMPLES_DIR B_DIR --settings F0_closure_fold --samples 0,1,2,3,4,5,6,7
-    python experiments/closure_r0/bias_proxy.py flows B_DIR --out OUT
+    python experiments/closure_jpsi/bootstrap_samples.py A_DIR B_SAMPLES_DIR /tmp/closure_proxy/samples_fold
+    python experiments/closure_jpsi/train_flows.py B_SAMPLES_DIR B_DIR --settings F0_closure_fold --samples 0,1,2,3,4,5,6,7
+    python experiments/closure_jpsi/bias_proxy.py flows B_DIR --out OUT
 
 Each B sample has as many events as A's training sample and A's pre-transform knots.
-Results: experiments/results/closure_r0_tuning/bootstrap/.
+Results: experiments/results/closure_jpsi_tuning/bootstrap/.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ and small-MC noise. Prints, for every fit fraction and SF, the mean shift
 (X - reference) / error_reference of each run's choice, and the mean paired
 difference, each ± the error of the mean.
 
-    python experiments/closure_r0/compare_runs.py experiments/results/closure_r0_plain \
-        experiments/results/closure_r0 [--choice flow] [--json out.json]
+    python experiments/closure_jpsi/compare_runs.py experiments/results/closure_jpsi_plain \
+        experiments/results/closure_jpsi [--choice flow] [--json out.json]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train closure-style flows (fastsim.training.fit, as cli/closure.py's run_toy does) for a grid
 of training settings x 50k conventional samples, one single-threaded process per flow.
 
-    python experiments/closure_r0/train_flows.py SAMPLES_DIR OUT_DIR --settings S0,S1 --samples 0,1,2 --jobs 2
+    python experiments/closure_jpsi/train_flows.py SAMPLES_DIR OUT_DIR --settings S0,S1 --samples 0,1,2 --jobs 2
 
 SAMPLES_DIR holds train_K.npy (unit-box coordinates of closure toy K's 50k MC) and knots.json
 (bias_proxy.py samples). Each flow is saved as OUT_DIR/<setting>_s<K>.pt with its state dict,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 #: name -> (TrainConfig overrides, flow hyperparameter overrides). Seed = closure's stage-3 seed.
 SETTINGS = {
-    # current closure (experiments/closure_r0/run.sh: 15 epochs; TrainConfig defaults batch 2048, lr 2e-3)
+    # current closure (experiments/closure_jpsi/run.sh: 15 epochs; TrainConfig defaults batch 2048, lr 2e-3)
     "S0_base": ({"epochs": 15, "batch_size": 2048, "learning_rate": 2e-3}, {}),
     "S1_b512_lr1e-3_e60": ({"epochs": 60, "batch_size": 512, "learning_rate": 1e-3, "patience": 10}, {}),
     "S2_b1024_lr2e-3_e60": ({"epochs": 60, "batch_size": 1024, "learning_rate": 2e-3, "patience": 10}, {}),
@@ -40,7 +40,7 @@ SETTINGS = {
                                {"extra_m_knots": [0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08]}),
     "K0_base_thr": ({"epochs": 15, "batch_size": 2048, "learning_rate": 2e-3},
                     {"extra_m_knots": [0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08]}),
-    # the R0 closure run's settings (experiments/closure_r0/run.sh)
+    # the R0 closure run's settings (experiments/closure_jpsi/run.sh)
     "C0_closure": ({"epochs": 40, "batch_size": 2048, "learning_rate": 2e-3, "patience": 8}, {}),
     # the same on folded coordinates (bias_proxy.py samples --fold): 4-d flow, no periodic coordinate
     "F0_closure_fold": ({"epochs": 40, "batch_size": 2048, "learning_rate": 2e-3, "patience": 8},

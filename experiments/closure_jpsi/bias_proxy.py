@@ -14,11 +14,11 @@ this is the shift in sigma that a full refit with X would give, with no fit.
 ``--newton-steps k`` iterates the Newton step on the full NLL_X (data term
 included) for the nonlinear part.
 
-    python experiments/closure_r0/bias_proxy.py prepare           # reference fit -> /tmp/closure_proxy/ref.npz
-    python experiments/closure_r0/bias_proxy.py validate          # proxy vs refit (small MC, shipped flow)
-    python experiments/closure_r0/bias_proxy.py shipped [FLOW.pt ...]  # (a) the 1M-trained flow(s)
-    python experiments/closure_r0/bias_proxy.py samples --n 6 [--fold]  # 50k conventional training samples
-    python experiments/closure_r0/bias_proxy.py flows DIR...      # proxy for trained flows (train_flows.py)
+    python experiments/closure_jpsi/bias_proxy.py prepare           # reference fit -> /tmp/closure_proxy/ref.npz
+    python experiments/closure_jpsi/bias_proxy.py validate          # proxy vs refit (small MC, shipped flow)
+    python experiments/closure_jpsi/bias_proxy.py shipped [FLOW.pt ...]  # (a) the 1M-trained flow(s)
+    python experiments/closure_jpsi/bias_proxy.py samples --n 6 [--fold]  # 50k conventional training samples
+    python experiments/closure_jpsi/bias_proxy.py flows DIR...      # proxy for trained flows (train_flows.py)
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def main() -> None:
     ap.add_argument("cmd", choices=["prepare", "validate", "shipped", "samples", "small", "flows"])
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--n", type=int, default=6)
-    ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "closure_r0_tuning")
+    ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "closure_jpsi_tuning")
     ap.add_argument("--newton-steps", type=int, default=1)
     ap.add_argument("--fold", action="store_true", help="samples: folded coordinates (fastsim.coords)")
     a = ap.parse_args()

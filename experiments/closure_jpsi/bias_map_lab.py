@@ -8,8 +8,8 @@ binned in m, |cos theta_X|, the smaller kaon lab pT, the larger kaon lab
 conventional sample, in reference sigma) is averaged over the flows, ± the
 error of that mean over flows. Run ``bias_proxy.py prepare`` first.
 
-    python experiments/closure_r0/bias_map_lab.py gates 0,1,2,3 --json out.json   # default flow (gated)
-    python experiments/closure_r0/bias_map_lab.py plain 0,1,2,3                    # --no-gates, edge knots
+    python experiments/closure_jpsi/bias_map_lab.py gates 0,1,2,3 --json out.json   # default flow (gated)
+    python experiments/closure_jpsi/bias_map_lab.py plain 0,1,2,3                    # --no-gates, edge knots
 """
 
 from __future__ import annotations

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Full R0 closure test (issue 6): K toys, each with N data events, a conventional
+# MC budget of T events on which a fresh flow is trained, F flow events and a
+# large conventional reference of R events. Resumable: rerun the same command
+# after an interruption and finished toys are kept. The per-toy flow trains up to
+# EPOCHS epochs with early stopping (PATIENCE) in the phase-space m coordinate, on
+# folded coordinates (the detector symmetries; pwa closure --flow-fold, the default).
+# The flows carry acceptance gates at the detector card's cuts (fastsim.acceptance;
+# pwa closure --flow-gates, the default; the run without them is in results/closure_jpsi_plain,
+# the run with gates but without the tracking turn-on in results/closure_jpsi_gates_step).
+# BOOTSTRAP replica flows (default 1) add the bootstrap-bias-corrected flow (flow_bc).
+#
+#   bash experiments/closure_jpsi/run.sh            # defaults below
+#   TOYS=10 WORKERS=2 bash experiments/closure_jpsi/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOYS=${TOYS:-20}
+N_DATA=${N_DATA:-20000}
+N_TRAIN=${N_TRAIN:-50000}
+N_FLOW=${N_FLOW:-500000}
+N_REF=${N_REF:-2000000}
+EPOCHS=${EPOCHS:-40}
+PATIENCE=${PATIENCE:-8}
+BATCH=${BATCH:-2048}
+LR=${LR:-2e-3}
+WORKERS=${WORKERS:-2}
+BOOTSTRAP=${BOOTSTRAP:-1}
+OUT=${OUT:-experiments/results/closure_jpsi}
+nice pwa closure --model models/jpsi_gamma_kk.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
+    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
+    --flow-batch-size "$BATCH" --flow-lr "$LR" --flow-bootstrap "$BOOTSTRAP" --workers "$WORKERS" \
+    --out "$OUT" --seed 2026
