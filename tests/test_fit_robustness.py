@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsim.events import JPSI_GAMMA_KK, MASSES, Detector, Events
+from fastsim.events import MASSES, Detector, Events
 from pwa.amplitude import MASS_MARGIN, THRESHOLD_MARGIN, WIDTH_MAX, WIDTH_MIN, Model, kinematic_mass_range
 from pwa.card import load_model_card, parse_model_card
 from pwa.errors import FitError

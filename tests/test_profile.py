@@ -7,7 +7,6 @@ Delta NLL = 0.5, and the interval is not symmetric (the Hessian error is). A 2-s
 about twice the 1-sigma one.
 """
 
-import numpy as np
 import pytest
 
 from _shared import TWO_STATE_CARD, flat_events, without_floats
