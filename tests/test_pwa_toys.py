@@ -141,7 +141,7 @@ def test_bad_options(model):
 def test_phase_space_toys_restart_when_the_scan_misses_the_maximum():
     """A scan far too small for the bound: events above it among the held-back proposals restart the
     generation with a raised bound (the sample is then complete and the same for the same seed); past the
-    hold-back such an event is an error."""
+    hold-back such an event is an error. A small sample is held back whole."""
     from fastsim.events import Detector, Events
     from pwa import GenerationError, Model
     from pwa.toys import _iter_phase_space_toys
@@ -154,5 +154,9 @@ def test_phase_space_toys_restart_when_the_scan_misses_the_maximum():
             for _ in range(2)]
     assert stats["restarts"] >= 1 and len(runs[0]) == 2000
     np.testing.assert_array_equal(runs[0].momenta, runs[1].momenta)
+    whole = Events.concatenate(list(_iter_phase_space_toys(model, 2000, Detector(None), p, 3, 1.05, 20_000, stats,
+                                                           n_scan=50, hold=0)))
+    np.testing.assert_array_equal(whole.momenta, runs[0].momenta)  # held whole: hold=0 does not matter
     with pytest.raises(GenerationError, match="above its accept-reject bound"):
-        list(_iter_phase_space_toys(model, 20_000, Detector(None), p, 3, 1.0001, 5_000, None, n_scan=20, hold=0))
+        list(_iter_phase_space_toys(model, 20_000, Detector(None), p, 3, 1.0001, 5_000, None, n_scan=20, hold=0,
+                                    hold_events=0))
