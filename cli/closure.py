@@ -456,13 +456,13 @@ def run_closure(settings: ClosureSettings, out_dir: Path, *, workers: int = 1, e
 
         # DCTR classifies the helicity variables of J/psi -> gamma P1 P2: not for a tree's flow
         settings = dataclasses.replace(settings, reweight=False)
-    out_dir = Path(out_dir)
-    (out_dir / "toys").mkdir(parents=True, exist_ok=True)
-    if model.floating_lineshapes:
+    if model.floating_lineshapes:  # refused before anything is written
         from pwa.errors import FitError
 
         raise FitError(f"{settings.model}: the closure test fits couplings with fixed lineshapes; "
                        "remove the 'float' entries of the card")
+    out_dir = Path(out_dir)
+    (out_dir / "toys").mkdir(parents=True, exist_ok=True)
     digest = settings.digest()
     done: dict[int, dict] = {}
     stale = []

@@ -1,6 +1,7 @@
 """The pwa command line: fractions and toy generation, and clean errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -47,10 +48,18 @@ def test_fractions_of_another_reaction_with_mc_errors():
     assert all(0 < e < 0.02 for e in out["mc_errors"].values())
 
 
-def test_closure_refuses_a_reaction_the_flow_does_not_model(tmp_path):
-    res = runner.invoke(app, ["closure", "--model", "models/d0_kpipi0.yaml", "--toys", "1", "--n-data", "100",
+def test_closure_refuses_floating_lineshapes_of_any_reaction(tmp_path):
+    """The closure runs for every reaction (tree flows), but fits couplings with fixed lineshapes only:
+    a four-kaon card with a floating mass is refused before any toy."""
+    import yaml
+
+    card = yaml.safe_load(Path("models/r0.yaml").read_text())
+    card["resonances"][2]["float"] = ["mass"]
+    path = tmp_path / "r0_float.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    res = runner.invoke(app, ["closure", "--model", str(path), "--toys", "1", "--n-data", "100",
                               "--n-train", "1000", "--n-flow", "1000", "--n-reference", "1000",
                               "--out", str(tmp_path / "closure")])
     assert res.exit_code != 0
-    assert "models/d0_kpipi0.yaml" in res.output and "D0 -> K- pi+ pi0" in res.output
+    assert "r0_float.yaml" in res.output and "fixed lineshapes" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "closure").exists()
