@@ -123,7 +123,7 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     from fastsim.reweight import dctr_weights
     from fastsim.training import TrainConfig, bootstrap_replicas, fit as train_flow, model_hyperparameters
     from fastsim.tree_coords import proposal_training
-    from fastsim.validation import classifier_auc, require_symmetry
+    from fastsim.validation import classifier_auc, require_symmetry, tree_classifier_auc
     from pwa import Model, load_model_card
     from pwa.fractions import integration_proposals
     from pwa.fit import fit
@@ -202,13 +202,9 @@ def run_toy(task: tuple[ClosureSettings, int, str]) -> dict:
     t = clock()
     ref_events = Events.concatenate(ref_head).subset(slice(0, 100_000))
     n_val = min(len(ref_events), settings.n_flow, 100_000)
-    if tree:  # the reference weighted as the flow's training sample (fastsim.validation.validate_tree_simulator)
-        names, x_flow, _ = coords.tree_variables(flow.momenta[:n_val])
-        _, x_ref, _ = coords.tree_variables(ref_events.momenta[:n_val])
-        w_ref = None if not coords.proposals else (ref_events.weights[:n_val]
-                                                   / coords.space.weights(ref_events.momenta[:n_val], coords.proposals))
-        validation = classifier_auc(x_flow, x_ref, seed=toy, ref_weights=w_ref,
-                                    azimuths=tuple(i for i, n in enumerate(names) if n.startswith("phi_")))
+    if tree:  # the reference weighted as the flow's training sample
+        ref_w = None if ref_events.weights is None else ref_events.weights[:n_val]
+        validation = tree_classifier_auc(coords, flow.momenta[:n_val], ref_events.momenta[:n_val], ref_w, seed=toy)
     else:
         validation = classifier_auc(flow.helicity_variables[:n_val], ref_events.helicity_variables[:n_val],
                                     seed=toy)

@@ -526,6 +526,21 @@ class TreeCoordinateMap:
                                             for leaf in self.chain.node(label).leaves)) for label in cauchys}
         return self.space._proposal_ratio(masses, cauchys)
 
+    def _relabel_to_pairing(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Events relabelled by the identical-particle permutation under which the proposal
+        density is largest, and that permutation's index."""
+        perms = self.reaction.identical_permutations()
+        scores = np.stack([self._proposal_score(p[:, list(perm)]) for perm in perms], axis=1)
+        best = np.argmax(scores, axis=1)
+        return p[np.arange(len(p))[:, None], np.asarray(perms)[best]], best
+
+    def training_weights(self, momenta: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
+        """Weights under which a sample's density is what a model in these coordinates learns:
+        v = w / w_R with proposals (:func:`proposal_training`), else the sample's own."""
+        if not self.proposals or weights is None:
+            return weights
+        return np.asarray(weights, dtype=np.float64) / self.space.weights(momenta, self.proposals)
+
     def canonical(self, momenta: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Each event's image in the fundamental domain, and which image it was.
 
@@ -536,11 +551,7 @@ class TreeCoordinateMap:
         p = np.asarray(momenta, dtype=np.float64)
         which: dict[str, np.ndarray] = {}
         if self.permute:
-            perms = self.reaction.identical_permutations()
-            scores = np.stack([self._proposal_score(p[:, list(perm)]) for perm in perms], axis=1)
-            best = np.argmax(scores, axis=1)
-            p = p[np.arange(len(p))[:, None], np.asarray(perms)[best]]
-            which["permutation"] = best
+            p, which["permutation"] = self._relabel_to_pairing(p)
         p, applied = self._fold_operations(p)
         return p, {**which, **applied}
 
@@ -669,9 +680,7 @@ class TreeCoordinateMap:
         relabelled to the identical-particle pairing first (``permute``), not folded otherwise."""
         p = np.asarray(momenta, dtype=np.float64)
         if self.permute:
-            perms = self.reaction.identical_permutations()
-            scores = np.stack([self._proposal_score(p[:, list(perm)]) for perm in perms], axis=1)
-            p = p[np.arange(len(p))[:, None], np.asarray(perms)[np.argmax(scores, axis=1)]]
+            p, _ = self._relabel_to_pairing(p)
         var, ang = self._raw_coordinates(p)
         names = list(self.variables)
         x = np.column_stack([var[k].m for k in self.inner] + [ang])
@@ -832,4 +841,4 @@ def proposal_training(reaction: Reaction, momenta: np.ndarray, weights: np.ndarr
         return coords, symmetry, weights
     if weights is None:
         raise ValueError(f"{source}: proposals {', '.join(widened)} are named but the events have no weights")
-    return coords, symmetry, np.asarray(weights, dtype=np.float64) / coords.space.weights(momenta, widened)
+    return coords, symmetry, coords.training_weights(momenta, weights)

@@ -367,6 +367,16 @@ def validate_simulator(sim, hv_ref: np.ndarray, out_dir: str | os.PathLike, *, n
     return metrics
 
 
+def tree_classifier_auc(coords, model_momenta: np.ndarray, ref_momenta: np.ndarray,
+                        ref_weights: np.ndarray | None, seed: int = 0) -> dict:
+    """:func:`classifier_auc` on a tree map's variables (:meth:`TreeCoordinateMap.tree_variables`),
+    the reference weighted as the model's training sample was."""
+    names, x_model, _ = coords.tree_variables(model_momenta)
+    _, x_ref, _ = coords.tree_variables(ref_momenta)
+    return classifier_auc(x_model, x_ref, seed, azimuths=tuple(i for i, n in enumerate(names) if n.startswith("phi_")),
+                          ref_weights=coords.training_weights(ref_momenta, ref_weights))
+
+
 def validate_tree_simulator(sim, ref, out_dir: str | os.PathLike, *, n_model: int | None = None,
                             seed: int = 12345) -> dict:
     """:func:`validate_simulator` for a simulator in a decay tree's coordinates (any reaction).
@@ -398,12 +408,9 @@ def validate_tree_simulator(sim, ref, out_dir: str | os.PathLike, *, n_model: in
     names, x_model, ranges_ = coords.tree_variables(model_events.momenta)
     _, x_ref, _ = coords.tree_variables(ref.momenta)
     # What the model learned: the reference weighted as in training (proposal MC: v = w / w_R)
-    w_ref = ref.weights
-    if sim.proposals and ref.weights is not None:
-        w_ref = ref.weights / coords.space.weights(ref.momenta, sim.proposals)
+    w_ref = coords.training_weights(ref.momenta, ref.weights)
     if w_ref is None:
         w_ref = np.ones(len(x_ref))
-    azimuths = tuple(i for i, n in enumerate(names) if n.startswith("phi_"))
     per_coord, per_pair = {}, {}
     for i, name in enumerate(names):
         a, _ = np.histogram(x_model[:, i], BINS_1D, ranges_[i])
@@ -418,8 +425,7 @@ def validate_tree_simulator(sim, ref, out_dir: str | os.PathLike, *, n_model: in
         b2, _, _ = np.histogram2d(x_ref[:, i], x_ref[:, j], BINS_2D, rr, weights=w_ref ** 2)
         c2, ndf = chi2_counts_weighted(a, b, b2)
         per_pair[f"{names[i]}:{names[j]}"] = {"chi2": c2, "ndf": ndf, "chi2_ndf": c2 / ndf}
-    auc = classifier_auc(x_model, x_ref, seed, azimuths=azimuths,
-                         ref_weights=None if np.all(w_ref == 1.0) else w_ref)
+    auc = tree_classifier_auc(coords, model_events.momenta, ref.momenta, ref.weights, seed)
     metrics = {
         "reaction": str(sim.reaction), "variables": list(names),
         "n_model": len(x_model), "n_reference": len(x_ref), "classifier_test": auc,
