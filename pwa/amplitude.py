@@ -478,6 +478,21 @@ class Model:
         stacked = jnp.stack(products)
         return stacked.reshape(self.n_terms, n_perm, stacked.shape[-1])
 
+    def _term_lineshape_row(self, full: jnp.ndarray, masses: jnp.ndarray, k: int) -> jnp.ndarray:
+        """(n_perm, n) complex lineshape products of term k alone (row k of :meth:`_term_lineshapes`)."""
+        free = set(self._free.tolist())
+        n_perm = len(self.amplitude.permutations)
+        rows = []
+        for factors in self._sub_factors[k * n_perm:(k + 1) * n_perm]:
+            prod = None
+            for r, col in factors:
+                idx = self._lineshape_index[r]
+                value = self._lineshapes[r](
+                    masses[col], {key: (full[i] if i in free else float(self._template[i])) for key, i in idx.items()})
+                prod = value if prod is None else prod * value
+            rows.append(prod)
+        return jnp.stack(rows)
+
     def _unfolded(self, cache: EventCache) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The stored factors as (n_terms, n_perm, n_states, n) real and imaginary parts."""
         shape = (self.n_terms, len(self.amplitude.permutations)) + cache.ang_re.shape[1:]

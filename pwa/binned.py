@@ -72,6 +72,9 @@ class BinnedCache:
         threshold: the node's threshold mass (u = sqrt(m^2 - threshold^2)).
         a_re, a_im: (5, n_terms, n_terms, n_bins) the moments A0 .. A4.
         weights: (1,) the sample's total weight.
+        half_width: (1,) half the bin width in u.
+        pseudo_re, pseudo_im, pseudo_sign: the bins as pseudo-events of the exact Hessian
+            (:func:`pseudo_events`, :mod:`pwa.hessian`).
     """
 
     u: Any
@@ -80,26 +83,65 @@ class BinnedCache:
     a_re: Any
     a_im: Any
     weights: Any
+    half_width: Any = None
+    pseudo_re: Any = None
+    pseudo_im: Any = None
+    pseudo_sign: Any = None
     folded: bool = field(default=False, metadata={"static": True})
 
     normalisation_matrix = None
 
-    def term_integrals(self, model: Model, full: jnp.ndarray) -> jnp.ndarray:
-        """(n_terms, n_terms) complex M_kl at the full parameter vector."""
+    def taylor_lineshapes(self, model: Model, full: jnp.ndarray, scaled: bool = False,
+                          term: int | None = None) -> jnp.ndarray:
+        """(n_terms, 3, n_bins) complex Taylor coefficients D0, D1, D2 of each term's lineshape
+        at the bin centres, in d = u - u_b; ``scaled``: in d / h instead (h the half bin width),
+        the variable of the pseudo-events; ``term``: that term's (3, n_bins) alone."""
         def lineshapes(u):  # F as a function of u at the bin centres: m(u) = sqrt(u^2 + thr^2)
-            return model._term_lineshapes(full, jnp.sqrt(u**2 + self.threshold**2))[:, 0, :]
+            m = jnp.sqrt(u**2 + self.threshold**2)
+            if term is not None:
+                return model._term_lineshape_row(full, m, term)[0]
+            return model._term_lineshapes(full, m)[:, 0, :]
 
         def first(u):
             return jax.jvp(lineshapes, (u,), (self.tangent,))
 
         (F, dF), (_, d2F) = jax.jvp(first, (self.u,), (self.tangent,))
-        D = (F, dF, 0.5 * d2F)  # Taylor coefficients in d = u - u_b
+        h = self.half_width[0] if scaled else 1.0
+        return jnp.stack([F, dF * h, 0.5 * d2F * h**2], axis=-2)
+
+    def term_integrals(self, model: Model, full: jnp.ndarray) -> jnp.ndarray:
+        """(n_terms, n_terms) complex M_kl at the full parameter vector."""
+        D = self.taylor_lineshapes(model, full)
         A = self.a_re + 1j * self.a_im
         M = 0.0
         for i in range(3):
             for j in range(3):
-                M = M + jnp.einsum("kb,lb,klb->kl", jnp.conj(D[i]), D[j], A[i + j])
+                M = M + jnp.einsum("kb,lb,klb->kl", jnp.conj(D[:, i]), D[:, j], A[i + j])
         return M / self.weights[0]
+
+
+def pseudo_events(A: np.ndarray, half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each bin's Hermitian form over (term k, order i) as at most 3 n_terms weighted states.
+
+    Q_b[(k, i), (l, j)] = A^(i+j)_klb / h^(i+j) (the moments in d / h, all of one
+    order of magnitude) = sum_s lambda_s V_s V_s^H, so that
+    sum_kl,ij conj(e_ki) e_lj Q = sum_s sign(lambda_s) |sum_ki e_ki X_kis|^2 with
+    X_kis = conj(V_(ki)s) sqrt|lambda_s|: the per-event form of pwa.hessian.
+
+    Returns:
+        X (n_terms, 3, 3 n_terms, n_bins) complex and the signs (3 n_terms, n_bins).
+    """
+    _, K, _, n_bins = A.shape
+    scale = half_width ** np.arange(5)
+    Q = np.empty((n_bins, K, 3, K, 3), dtype=np.complex128)
+    for i in range(3):
+        for j in range(3):
+            Q[:, :, i, :, j] = np.moveaxis(A[i + j] / scale[i + j], -1, 0)
+    Q = Q.reshape(n_bins, 3 * K, 3 * K)
+    lam, V = np.linalg.eigh(0.5 * (Q + np.conj(np.swapaxes(Q, 1, 2))))
+    X = np.conj(V) * np.sqrt(np.abs(lam))[:, None, :]  # (b, (k, i), s)
+    X = np.moveaxis(X.reshape(n_bins, K, 3, 3 * K), 0, -1)
+    return X, np.sign(lam).T
 
 
 def binned_cache(model: Model, mc: Events | EventCache, n_bins: int = DEFAULT_BINS) -> BinnedCache:
@@ -144,8 +186,10 @@ def binned_cache(model: Model, mc: Events | EventCache, n_bins: int = DEFAULT_BI
     tangent = np.zeros_like(u_b)
     tangent[col] = 1.0
     A = A.reshape(5, n_terms, n_terms, n_bins)
+    X, sign = pseudo_events(A, 0.5 * width)
     return BinnedCache(jnp.asarray(u_b), jnp.asarray(tangent), jnp.asarray(thr), jnp.asarray(A.real),
-                       jnp.asarray(A.imag), jnp.asarray([total]))
+                       jnp.asarray(A.imag), jnp.asarray([total]), jnp.asarray([0.5 * width]),
+                       jnp.asarray(X.real), jnp.asarray(X.imag), jnp.asarray(sign))
 
 
 def _chunks(model: Model, mc: Events | EventCache) -> list[EventCache]:
@@ -169,5 +213,5 @@ def approximation_error(model: Model, p: np.ndarray, exact: EventCache, binned: 
     return abs(float(model.normalisation(q, binned)) - n_exact) / abs(n_exact)
 
 
-__all__ = ["BinnedCache", "DEFAULT_BINS", "approximation_error", "binned_cache", "eligibility",
+__all__ = ["BinnedCache", "DEFAULT_BINS", "approximation_error", "binned_cache", "eligibility", "pseudo_events",
            "with_binned_normalisation"]

@@ -238,25 +238,39 @@ class Minimizer:
         bounds: per parameter (lo, hi), None or a None side for unbounded.
         args: extra arguments of the objective (pytrees of arrays: the event
             caches), passed to the compiled functions at every call.
+        hessian: ``h(p, *args)``, the exact Hessian of the objective in p
+            (e.g. :class:`pwa.hessian.StructuredHessian`); default
+            forward-over-reverse autodiff (:func:`batched_hessian`).
     """
 
     def __init__(self, objective: Callable[..., jnp.ndarray], n_par: int,
-                 bounds: Bounds | None = None, args: tuple = ()) -> None:
+                 bounds: Bounds | None = None, args: tuple = (),
+                 hessian: Callable[..., jnp.ndarray] | None = None) -> None:
         self.objective = objective
         self.n_par = n_par
         self.args = tuple(args)
         self.transform = tr = BoundsTransform.from_bounds(bounds, n_par)
+        if hessian is None:
+            hessian = batched_hessian(objective)
 
         def f_internal(u, *a):
             return objective(tr.to_physical(u), *a)
 
+        def h_internal(u, *a):
+            # p = T(u) elementwise: d2f/du2 = T' H T' + diag(df/dp T'').
+            ones = jnp.ones_like(u)
+            p, dp = jax.jvp(tr.to_physical, (u,), (ones,))
+            d2p = jax.jvp(lambda v: jax.jvp(tr.to_physical, (v,), (ones,))[1], (u,), (ones,))[1]
+            g = jax.grad(objective)(p, *a)
+            return dp[:, None] * hessian(p, *a) * dp[None, :] + jnp.diag(g * d2p)
+
         # Data arrays enter as arguments, never as closure constants: constants
         # would be baked into the XLA program (slow compiles, no cache reuse).
         self._vg_int = jax.jit(jax.value_and_grad(f_internal))
-        self._h_int = jax.jit(batched_hessian(f_internal))
+        self._h_int = jax.jit(h_internal)
         self._value = jax.jit(objective)
         self._gradient = jax.jit(jax.grad(objective))
-        self._hessian = jax.jit(batched_hessian(objective))
+        self._hessian = jax.jit(hessian)
 
     def value(self, p: jnp.ndarray) -> jnp.ndarray:
         return self._value(p, *self.args)

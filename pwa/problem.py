@@ -44,7 +44,8 @@ from .card import parse_model_card
 from .errors import FitError
 from .fit_result import FitConfig
 from .fractions import generator_cache
-from .optimize import Minimizer
+from .hessian import StructuredHessian
+from .optimize import Minimizer, batched_hessian
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,23 +200,58 @@ class FitProblem:
         (:meth:`background_arguments`) and the penalties take the model's
         parameters only.
         """
-        W = self.sum_data_weights
-        model = self.model
-        use_sf, use_lasso, eps = objective_structure(config)
         nll = self.nll_function()
-        signal = self.signal_parameters
+        penalty = self._penalty(config)
 
         def f(p, data_cache, mc_cache, gen_cache, hyper, *background):
             val = nll(p, data_cache, mc_cache, *background)
-            if use_sf or use_lasso:
-                F = model.fit_fractions(signal(p), gen_cache)
-                if use_sf:
-                    val = val + hyper[1] * W * (hyper[0] - jnp.trace(F)) ** 2
-                if use_lasso:
-                    val = val + hyper[2] * jnp.sum(jnp.sqrt(jnp.diagonal(F) + eps))
+            if penalty is not None:
+                val = val + penalty(p, gen_cache, hyper)
             return val
 
         return f
+
+    def _penalty(self, config: FitConfig):
+        """``penalty(p, gen_cache, hyper)`` of the config's fraction-sum and LASSO terms, or None."""
+        W = self.sum_data_weights
+        model = self.model
+        use_sf, use_lasso, eps = objective_structure(config)
+        signal = self.signal_parameters
+        if not (use_sf or use_lasso):
+            return None
+
+        def penalty(p, gen_cache, hyper):
+            F = model.fit_fractions(signal(p), gen_cache)
+            val = 0.0
+            if use_sf:
+                val = val + hyper[1] * W * (hyper[0] - jnp.trace(F)) ** 2
+            if use_lasso:
+                val = val + hyper[2] * jnp.sum(jnp.sqrt(jnp.diagonal(F) + eps))
+            return val
+
+        return penalty
+
+    def objective_hessian(self, config: FitConfig):
+        """The exact Hessian of :meth:`objective`'s function, same arguments, or None for autodiff.
+
+        Without a background term the NLL's Hessian comes from the amplitude's
+        structure (:class:`pwa.hessian.StructuredHessian`: a few gradients
+        instead of one autodiff column per parameter); a penalty's is added by
+        autodiff. A background mixture keeps plain autodiff (None).
+        """
+        if self.background is not None:
+            return None
+        structured = StructuredHessian(self.model)
+        penalty = self._penalty(config)
+        penalty_hessian = None if penalty is None else batched_hessian(penalty)
+
+        def h(p, data_cache, mc_cache, gen_cache, hyper, *background):
+            H = structured(p, data_cache, mc_cache)
+            if penalty_hessian is not None:
+                H = H + penalty_hessian(p, gen_cache, hyper)
+            return H
+
+        return h
 
     def arguments(self, config: FitConfig) -> tuple:
         """Arguments after p of :meth:`objective`'s function for this config."""
@@ -229,7 +265,7 @@ class FitProblem:
         ``minimizer.args = problem.arguments(other_config)``.
         """
         return Minimizer(self.objective(config), self.n_parameters, self.bounds,
-                         args=self.arguments(config))
+                         args=self.arguments(config), hessian=self.objective_hessian(config))
 
     def mc_component_weights(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-MC-event weights of the fitted signal and background, for projections.
