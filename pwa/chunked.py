@@ -14,8 +14,8 @@ Every chunk has the same number of events (the last one padded with
 zero-weight copies of its last event), so one compiled program serves all
 chunks. Chunks live in host memory (numpy) and are sent to the device one
 at a time; JAX's asynchronous dispatch overlaps the next transfer with the
-current chunk's work. Per-chunk Hessians are forward-over-reverse
-(``jax.jacfwd(jax.grad(.))``).
+current chunk's work. Per-chunk Hessians come from the amplitude's
+structure (:class:`pwa.hessian.StructuredHessian`, a few gradients each).
 
 A stored normalisation matrix (fixed lineshapes) already makes the MC cost
 independent of its size, so :class:`ChunkedNLL` always evaluates the MC per
@@ -35,6 +35,7 @@ from fastsim.events import Events
 
 from .amplitude import Model
 from .caches import EventCache
+from .hessian import StructuredHessian
 from .sharding import n_events, pad_cache
 
 #: One chunk: an event cache of host (numpy) arrays, without a normalisation matrix.
@@ -121,17 +122,19 @@ class ChunkedNLL:
         def mc_sum(p, chunk):  # S_chunk = sum_j v_j I_j
             return jnp.sum(chunk.weights * model.intensity(p, chunk))
 
-        def vgh(f):
-            g = jax.grad(f)
-            return lambda p, c: (f(p, c), g(p, c), jax.jacfwd(g)(p, c))
-
         def jit(f):
             return jax.jit(f, compiler_options=compiler_options)
 
-        self._data = {0: jit(lambda p, c: (data_sum(p, c),)), 1: jit(jax.value_and_grad(data_sum)),
-                      2: jit(vgh(data_sum))}
+        structured = StructuredHessian(model)
+        data_vg = jax.value_and_grad(data_sum)
+
+        def data_vgh(p, c):
+            value, grad = data_vg(p, c)
+            return value, grad, -structured.data_hessian(p, c)
+
+        self._data = {0: jit(lambda p, c: (data_sum(p, c),)), 1: jit(data_vg), 2: jit(data_vgh)}
         self._mc = {0: jit(lambda p, c: (mc_sum(p, c),)), 1: jit(jax.value_and_grad(mc_sum)),
-                    2: jit(vgh(mc_sum))}
+                    2: jit(structured.intensity_sum)}
 
     @classmethod
     def from_caches(cls, model: Model, data_cache: EventCache, mc_cache: EventCache,

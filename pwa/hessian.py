@@ -248,9 +248,13 @@ class StructuredHessian:
         if hasattr(mc_cache, "pseudo_re"):
             N, dN, d2N = self._over_bins(p, mc_cache)
         else:
-            total = jnp.sum(mc_cache.weights)
-            d2N, dN, N = self._over_events(p, mc_cache, None, lambda w, i: w / total, lambda w: w / total)
+            N, dN, d2N = self.intensity_sum(p, mc_cache)
         return d2N / N - jnp.outer(dN, dN) / N**2
+
+    def intensity_sum(self, p, cache):
+        """(S, dS, d2S) of S = sum_n w_n I(x_n) over an event cache."""
+        d2S, dS, S = self._over_events(p, cache, None, lambda w, i: w, lambda w: w)
+        return S, dS, d2S
 
     def __call__(self, p, data_cache, mc_cache):
         """Exact Hessian of ``model.nll(p, data_cache, mc_cache)``."""
