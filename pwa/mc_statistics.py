@@ -438,9 +438,7 @@ def fit_hessian_inverse(problem: FitProblem, result: FitResult) -> np.ndarray:
     """
     if not result.sandwich:
         return np.asarray(result.covariance)
-    f = problem.objective(result.config)
-    args = problem.arguments(result.config)
-    H = np.asarray(jax.hessian(f)(jnp.asarray(result.values), *args))
+    H = problem.hessian(result.values, result.config)
     free = ~np.asarray(result.at_limit, dtype=bool) if result.at_limit.size else np.ones(len(H), bool)
     hinv = np.zeros_like(H)
     sub = 0.5 * (H[np.ix_(free, free)] + H[np.ix_(free, free)].T)

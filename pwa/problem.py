@@ -253,6 +253,11 @@ class FitProblem:
 
         return h
 
+    def hessian(self, p: np.ndarray, config: FitConfig = FitConfig()) -> np.ndarray:
+        """(n_par, n_par) exact Hessian of :meth:`objective` at p (the NLL's with the default config)."""
+        h = self.objective_hessian(config) or batched_hessian(self.objective(config))
+        return np.asarray(jax.jit(h)(jnp.asarray(p, dtype=jnp.float64), *self.arguments(config)))
+
     def arguments(self, config: FitConfig) -> tuple:
         """Arguments after p of :meth:`objective`'s function for this config."""
         hyper = jnp.asarray([config.sf_target, config.sf_lambda, config.lasso], dtype=jnp.float64)

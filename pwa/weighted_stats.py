@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
@@ -43,7 +41,7 @@ def information_ratio_eigenvalues(problem: FitProblem, p: np.ndarray, indices: S
     Parameters with no curvature (held at a bound) should be left out of ``indices``.
     """
     p = np.asarray(p, dtype=np.float64)
-    H = np.asarray(jax.hessian(problem.nll)(jnp.asarray(p)))
+    H = problem.hessian(p)
     H = 0.5 * (H + H.T)
     V_H = np.linalg.pinv(H)
     V_S = problem.sandwich_covariance(p, V_H)

@@ -41,6 +41,7 @@ def main() -> None:
     from pwa import FitConfig, Model
     from pwa.binned import DEFAULT_BINS, binned_cache
     from pwa.fit import fit
+    from pwa.hessian import StructuredHessian
     from pwa.mc_statistics import mc_statistical_covariance
     from pwa.problem import FitProblem
 
@@ -55,15 +56,33 @@ def main() -> None:
     vg = jax.jit(jax.value_and_grad(model.nll))
     out["exact_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, mc)), 3)
     out["binned_value_and_gradient"] = timed(lambda: jax.block_until_ready(vg(p, data, binned)), 3)
-    h = jax.jit(jax.hessian(model.nll))
+    h_autodiff = jax.jit(jax.hessian(model.nll))
+    out["binned_hessian_autodiff"] = timed(lambda: jax.block_until_ready(h_autodiff(p, data, binned)), 1)
+    h = jax.jit(StructuredHessian(model))
     out["binned_hessian"] = timed(lambda: jax.block_until_ready(h(p, data, binned)), 3)
+    out["exact_hessian_structured"] = timed(lambda: jax.block_until_ready(h(p, data, mc)), 1)
+    H_s, H_a = np.asarray(h(p, data, binned)), np.asarray(h_autodiff(p, data, binned))
+    out["hessian_structured_vs_autodiff_max_relative_difference"] = float(np.abs(H_s - H_a).max() / np.abs(H_a).max())
+    out["hessian_method"] = "pwa.hessian.StructuredHessian (the autodiff one: binned_hessian_autodiff)"
     out["gradient_speedup"] = out["exact_value_and_gradient"]["median_s"] / out["binned_value_and_gradient"]["median_s"]
     out["hessian_over_binned_gradient"] = out["binned_hessian"]["median_s"] / out["binned_value_and_gradient"]["median_s"]
+    out["autodiff_hessian_over_binned_gradient"] = (out["binned_hessian_autodiff"]["median_s"]
+                                                    / out["binned_value_and_gradient"]["median_s"])
     ln = lambda q, c: jnp.log(model.normalisation(q, c))  # noqa: E731
     ge, gb = np.asarray(jax.grad(ln)(p, mc)), np.asarray(jax.grad(ln)(p, binned))
     out["ln_norm_difference"] = float(ln(p, binned) - ln(p, mc))
     out["ln_norm_gradient_max_relative_difference"] = float(np.max(np.abs(gb - ge)) / np.max(np.abs(ge)))
     print({k: v for k, v in out.items()}, flush=True)
+    tw = json.loads((ROOT / "experiments" / "results" / "bench_vs_tensorwaves.json").read_text())
+    out["tensorwaves_reference"] = {"file": "experiments/results/bench_vs_tensorwaves.json",
+                                    "note": "committed timings of tensorwaves on the same sets, another process"}
+    ref = tw["20000_400000_floating"]["cases"]["masses_widths_floating"]["tensorwaves"]
+    out["tensorwaves_reference"].update(gradient_median_s=ref["gradient_median_s"],
+                                        value_median_s=ref["value_median_s"])
+    out["gradient_over_tensorwaves"] = ref["gradient_median_s"] / out["binned_value_and_gradient"]["median_s"]
+    path = ROOT / "experiments" / "results" / "bench_binned.json"
+    out["command"] = "nice python experiments/bench/binned.py"
+    write(path, out)  # before the fit, so that a run cut off there keeps the timings
 
     # A binned fit, then one exact Newton step: how far the exact minimum lies, in MC-statistics errors.
     config = FitConfig()
@@ -74,6 +93,8 @@ def main() -> None:
     res = fit(model, None, None, config, problem=binned_problem)
     out["binned_fit_s"] = time.perf_counter() - t
     out["binned_fit_converged"] = bool(res.converged)
+    out["binned_fit_nll"] = float(res.nll)
+    out["binned_fit_starts"] = config.starts
     x = jnp.asarray(res.values)
     g_exact = np.asarray(jax.grad(model.nll)(x, problem.data_cache, problem.mc_cache))
     H = np.asarray(h(x, problem.data_cache, binned))
@@ -87,16 +108,14 @@ def main() -> None:
                             "shift_over_mc_error": float(abs(F1[i, i] - F0[i, i]) / stats.fraction_errors[i, i])}
                         for i, n in enumerate(names)}
     out["max_shift_over_mc_error"] = max(v["shift_over_mc_error"] for v in out["fractions"].values())
-    tw = json.loads((ROOT / "experiments" / "results" / "bench_vs_tensorwaves.json").read_text())
-    out["tensorwaves_reference"] = {"file": "experiments/results/bench_vs_tensorwaves.json",
-                                    "note": "committed timings of tensorwaves on the same sets, another process"}
-    ref = tw["20000_400000_floating"]["cases"]["masses_widths_floating"]["tensorwaves"]
-    out["tensorwaves_reference"].update(gradient_median_s=ref["gradient_median_s"],
-                                        value_median_s=ref["value_median_s"])
-    out["gradient_over_tensorwaves"] = ref["gradient_median_s"] / out["binned_value_and_gradient"]["median_s"]
-    path = ROOT / "experiments" / "results" / "bench_binned.json"
-    path.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    write(path, out)
     print(json.dumps(out, indent=1, default=float))
+
+
+def write(path: Path, out: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
