@@ -193,7 +193,9 @@ def main() -> int:
               "tensorwaves_model_build_s": tw_build, "cases": {}, "out": args.out,
               "start_masses_clipped_to_threshold": clipped,
               "key": f"{args.n_data}_{args.n_mc}_{args.cases.replace(',', '+')}"
-                     + ("_twfit_" + "+".join(args.tw_fit) if args.tw_fit else "")}
+                     + ("_twfit_" + "+".join(args.tw_fit) if args.tw_fit else "")
+                     + (f"_binned{args.binned_mc}" if args.binned_mc else "")
+                     + (f"_starts{args.starts}" if args.starts > 1 else "")}
     for case, free in (("masses_widths_fixed", free_c), ("masses_widths_floating", free_mw)):
         floating = case.endswith("floating")
         if ("floating" if floating else "fixed") not in args.cases.split(","):
