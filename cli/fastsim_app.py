@@ -239,7 +239,7 @@ def train(
 
         ck = load_checkpoint(out, reaction)
         coords = coordinates_from_dict(ck["coordinates"])  # the run's own coordinates
-        tree = getattr(coords, "physical", None) == "momenta"
+        tree = coords.physical == "momenta"
         if tree:
             _, _, train_weights, note = _tree_training_setup(mc, events, reaction, card, fold=False)
         if ck.get("training") is None:

@@ -164,7 +164,7 @@ def load_checkpoint(path: str | os.PathLike, reaction: Reaction | None = None) -
         coords = coordinates_from_dict(data["coordinates"])
     except Exception as exc:
         raise CheckpointError(f"{path}: field coordinates is invalid ({exc})") from None
-    if getattr(coords, "physical", None) == "momenta":
+    if coords.physical == "momenta":
         if not same_reaction(coords.reaction, ck_reaction):
             raise CheckpointError(f"{path}: the coordinates are those of {coords.reaction}, the reaction field "
                                   f"says {ck_reaction}")

@@ -91,6 +91,12 @@ class CoordinateMap:
     m2: float | None = None
     fold: bool = False
 
+    @property
+    def physical(self) -> str:
+        """What the map's physical side is: the five helicity variables (``"helicity"``);
+        a decay tree's map (:class:`fastsim.tree_coords.TreeCoordinateMap`) says ``"momenta"``."""
+        return "helicity"
+
     def __post_init__(self) -> None:
         if not (np.isfinite(self.m_min) and np.isfinite(self.m_max) and self.m_max > self.m_min):
             raise ValueError(f"need m_min < m_max, got [{self.m_min}, {self.m_max}]")

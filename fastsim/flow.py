@@ -454,7 +454,7 @@ class SplineFlow(nn.Module):
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"acceptance needs 'coords' (a coordinate map) and 'gates' "
                                  f"(fastsim.acceptance.gate_settings): {exc}") from None
-            tree = getattr(self._gate_coords, "physical", None) == "momenta"
+            tree = self._gate_coords.physical == "momenta"
             if self._gate_coords.n_dim != self.n_dim or (not tree and self._gate_coords.parent_mass is None):
                 raise ValueError(f"acceptance coordinates must have {self.n_dim} dimensions and the "
                                  f"reaction's masses")
@@ -506,7 +506,7 @@ class SplineFlow(nn.Module):
 
         c = self._gate_coords
         x = c.from_unit(u.detach().to(torch.float64).cpu().numpy())
-        if getattr(c, "physical", None) == "momenta":  # the domain point stands for all its images
+        if c.physical == "momenta":  # the domain point stands for all its images
             return torch.as_tensor(tree_lab_features(x, self.gates.settings()), device=u.device)
         hv = x
         return torch.as_tensor(lab_features(hv, c.parent_mass, c.m1, c.m2), device=u.device)

@@ -110,7 +110,7 @@ class FastSimulator:
     @property
     def is_tree(self) -> bool:
         """Coordinates of a decay tree (:mod:`fastsim.tree_coords`): samples are four-momenta."""
-        return getattr(self.coords, "physical", "helicity") == "momenta"
+        return self.coords.physical == "momenta"
 
     @property
     def proposals(self) -> dict:

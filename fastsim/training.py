@@ -94,9 +94,9 @@ def model_hyperparameters(kind: str, coords, detector_card=None, hyperparameters
     hp: dict = {}
     if coords.n_dim != 5:
         hp.update(n_dim=coords.n_dim, circular=list(coords.circular))
-    if kind == "flow" and edge_knots and detector_card is not None and hasattr(coords, "m_min"):
+    if kind == "flow" and edge_knots and detector_card is not None and coords.physical == "helicity":
         hp["pre_knots"] = acceptance_knots(detector_card, coords, coords.parent_mass)
-    if kind == "flow" and gates and detector_card is not None and getattr(coords, "physical", None) == "momenta":
+    if kind == "flow" and gates and detector_card is not None and coords.physical == "momenta":
         from .acceptance import tree_gate_settings
 
         hp["acceptance"] = {"coords": coords.to_dict(), "gates": tree_gate_settings(detector_card, coords.reaction)}

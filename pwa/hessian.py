@@ -106,6 +106,8 @@ class StructuredHessian:
         self.chunk = int(chunk)
         self.groups = _groups(model)
         self.n_perm = len(model.amplitude.permutations)
+        self._term_group = tuple(next(i for i, g in enumerate(self.groups) if k in g.terms)
+                                 for k in range(model.n_terms))
 
     # --- pieces -----------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class StructuredHessian:
         """
         c, dc, d2c = coupling
         n_par = p.shape[0]
-        L = jnp.stack([jets[self._group_of(k)][0] for k in range(self.model.n_terms)])  # (K, P, n)
+        L = jnp.stack([jets[g][0] for g in self._term_group])  # (K, P, n)
         G = jnp.einsum("kpn,kpsn->ksn", L, ang)
         A = jnp.einsum("k,ksn->sn", c, G)
         sA = jnp.conj(A) if sign is None else sign * jnp.conj(A)
@@ -169,12 +171,6 @@ class StructuredHessian:
                 second = second.at[jnp.ix_(g.local, g.local)].add(block)
         H = H + 2.0 * jnp.real(second + cross + cross.T)
         return H, jnp.sum(u * beta, axis=1), jnp.sum(weights * intensity)
-
-    def _group_of(self, k: int) -> int:
-        for i, g in enumerate(self.groups):
-            if k in g.terms:
-                return i
-        raise KeyError(k)
 
     def _event_rows(self, masses):
         model = self.model
