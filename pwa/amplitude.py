@@ -444,15 +444,30 @@ class Model:
         return self._lineshapes_full(self.full_parameters(p), m)
 
     def _lineshape_list(self, full: jnp.ndarray, m: jnp.ndarray) -> list[jnp.ndarray]:
-        """F_R(m) per resonance. Fixed lineshape parameters enter as Python floats, not as
-        entries of ``full``: then no derivative is propagated through them and XLA folds
-        their per-event arithmetic (e.g. the Blatt-Weisskopf factors of a fixed radius)."""
-        free = set(self._free.tolist())
-        return [fn(m, {k: (full[i] if i in free else float(self._template[i])) for k, i in idx.items()})
-                for fn, idx in zip(self._lineshapes, self._lineshape_index)]
+        """F_R(m) per resonance (:meth:`_lineshape`)."""
+        return [self._lineshape(full, m, r) for r in range(len(self._lineshapes))]
 
     def _lineshapes_full(self, full: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
         return jnp.stack(self._lineshape_list(full, m))
+
+    def _factor(self, full: jnp.ndarray, masses: jnp.ndarray, r: int, col: int) -> jnp.ndarray:
+        """(n,) complex F_r at the node mass of column ``col``."""
+        return self._lineshape(full, masses[col], r)
+
+    def _lineshape(self, full: jnp.ndarray, m: jnp.ndarray, r: int) -> jnp.ndarray:
+        """F_r(m). Fixed lineshape parameters enter as Python floats, not as entries of ``full``:
+        then no derivative is propagated through them and XLA folds their per-event arithmetic
+        (e.g. the Blatt-Weisskopf factors of a fixed radius)."""
+        free = set(self._free.tolist())
+        idx = self._lineshape_index[r]
+        return self._lineshapes[r](m, {k: (full[i] if i in free else float(self._template[i])) for k, i in idx.items()})
+
+    @staticmethod
+    def _product(values: list[jnp.ndarray]) -> jnp.ndarray:
+        prod = values[0]
+        for v in values[1:]:
+            prod = prod * v
+        return prod
 
     def _term_lineshapes(self, full: jnp.ndarray, masses: jnp.ndarray) -> jnp.ndarray:
         """(n_terms, n_perm, n) complex prod_nodes F_R(m_node) of every term and permutation.
@@ -460,38 +475,21 @@ class Model:
         Each (resonance, node mass) pair is evaluated once and the products are
         stacked (an index gather here would differentiate into a scatter-add,
         slow on CPUs)."""
-        free = set(self._free.tolist())
         values: dict[tuple[int, int], jnp.ndarray] = {}
         for factors in self._sub_factors:
-            for r, col in factors:
-                if (r, col) not in values:
-                    idx = self._lineshape_index[r]
-                    values[r, col] = self._lineshapes[r](
-                        masses[col], {k: (full[i] if i in free else float(self._template[i])) for k, i in idx.items()})
-        products = []
-        for factors in self._sub_factors:
-            prod = values[factors[0]]
-            for f in factors[1:]:
-                prod = prod * values[f]
-            products.append(prod)
+            for f in factors:
+                if f not in values:
+                    values[f] = self._factor(full, masses, *f)
+        products = [self._product([values[f] for f in factors]) for factors in self._sub_factors]
         n_perm = len(self.amplitude.permutations)
         stacked = jnp.stack(products)
         return stacked.reshape(self.n_terms, n_perm, stacked.shape[-1])
 
     def _term_lineshape_row(self, full: jnp.ndarray, masses: jnp.ndarray, k: int) -> jnp.ndarray:
         """(n_perm, n) complex lineshape products of term k alone (row k of :meth:`_term_lineshapes`)."""
-        free = set(self._free.tolist())
         n_perm = len(self.amplitude.permutations)
-        rows = []
-        for factors in self._sub_factors[k * n_perm:(k + 1) * n_perm]:
-            prod = None
-            for r, col in factors:
-                idx = self._lineshape_index[r]
-                value = self._lineshapes[r](
-                    masses[col], {key: (full[i] if i in free else float(self._template[i])) for key, i in idx.items()})
-                prod = value if prod is None else prod * value
-            rows.append(prod)
-        return jnp.stack(rows)
+        return jnp.stack([self._product([self._factor(full, masses, *f) for f in factors])
+                          for factors in self._sub_factors[k * n_perm:(k + 1) * n_perm]])
 
     def _unfolded(self, cache: EventCache) -> tuple[jnp.ndarray, jnp.ndarray]:
         """The stored factors as (n_terms, n_perm, n_states, n) real and imaginary parts."""
