@@ -198,7 +198,7 @@ def train(
                                    "--no-fold."),
 ) -> None:
     """Train a fast simulator (flow or VAE) on detector-level MC."""
-    from fastsim.events import load_detector_card, read_events
+    from fastsim.events import EventFileError, load_detector_card, read_events, reaction_of_file
 
     from .common import UserError
 
@@ -228,7 +228,13 @@ def train(
     tree = coordinates == "tree" or (coordinates == "auto" and not uses_helicity_coordinates(reaction))
     if coordinates == "helicity" and not reaction.is_radiative_pair:
         raise UserError(f"--coordinates helicity: defined for parent -> gamma P1 P2, not for {reaction}")
-    events = read_events(mc, reaction)
+    try:
+        events = read_events(mc, reaction)
+    except EventFileError as exc:
+        if model is None and reaction_of_file(mc) is None:
+            raise UserError(f"{exc}. The file carries no reaction description, so {reaction} was assumed: "
+                            "give the reaction with --model CARD") from None
+        raise
     coords = None if tree else CoordinateMap.for_reaction(reaction, fold=fold)
     fingerprint = dict(file_fingerprint(mc), n_events=len(events))
     resume_state = None

@@ -387,6 +387,9 @@ CASES = [
     Case("checkpoint-nan-weights-fit", "pwa", (*fit(mc="flow"), "--flow-model", "{w}/nan.pt", "--n-mc", "1000"),
          says=("nan.pt", "non-finite")),
     Case("flow-model-is-a-card", "pwa", (*fit(mc="flow"), "--flow-model", M, "--n-mc", "1000"), says=("card.yaml",)),
+    Case("train-on-undescribed-file-of-another-reaction", "fastsim",
+         ("train", "--mc", "{w}/four_kaons.npz", "--out", "{o}/f.pt"),
+         says=("four_kaons.npz", "gamma_E", "no reaction description", "--model CARD")),
     Case("resume-without-checkpoint", "fastsim", ("train", "--mc", C, "--out", "{o}/f.pt", "--resume"),
          says=("f.pt",)),
 ]

@@ -12,21 +12,10 @@
 #
 #   bash experiments/closure_jpsi/run.sh            # defaults below
 #   TOYS=10 WORKERS=2 bash experiments/closure_jpsi/run.sh
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-TOYS=${TOYS:-20}
-N_DATA=${N_DATA:-20000}
-N_TRAIN=${N_TRAIN:-50000}
 N_FLOW=${N_FLOW:-500000}
 N_REF=${N_REF:-2000000}
 EPOCHS=${EPOCHS:-40}
 PATIENCE=${PATIENCE:-8}
-BATCH=${BATCH:-2048}
-LR=${LR:-2e-3}
-WORKERS=${WORKERS:-2}
-BOOTSTRAP=${BOOTSTRAP:-1}
-OUT=${OUT:-experiments/results/closure_jpsi}
-nice pwa closure --model models/jpsi_gamma_kk.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
-    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
-    --flow-batch-size "$BATCH" --flow-lr "$LR" --flow-bootstrap "$BOOTSTRAP" --workers "$WORKERS" \
-    --out "$OUT" --seed 2026
+source "$(dirname "$0")/../closure_common.sh"
+run_closure models/jpsi_gamma_kk.yaml experiments/results/closure_jpsi \
+    --flow-batch-size "${BATCH:-2048}" --flow-lr "${LR:-2e-3}" --flow-bootstrap "${BOOTSTRAP:-1}"

@@ -16,18 +16,10 @@
 # Sizes: T and N as the J/psi -> gamma K+ K- closure (experiments/closure_jpsi);
 # F = 400,000 and R = 1,000,000 (half of that run's R) fit 20 toys into about an hour
 # with two workers on the 2-core machine.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-TOYS=${TOYS:-20}
-N_DATA=${N_DATA:-20000}
-N_TRAIN=${N_TRAIN:-50000}
 N_FLOW=${N_FLOW:-400000}
 N_REF=${N_REF:-1000000}
 EPOCHS=${EPOCHS:-20}
 PATIENCE=${PATIENCE:-5}
-WORKERS=${WORKERS:-2}
-OUT=${OUT:-experiments/results/closure_r0}
+source "$(dirname "$0")/../closure_common.sh"
 export OMP_NUM_THREADS=1
-nice pwa closure --model models/r0.yaml --toys "$TOYS" --n-data "$N_DATA" --n-train "$N_TRAIN" \
-    --n-flow "$N_FLOW" --n-reference "$N_REF" --flow-epochs "$EPOCHS" --flow-patience "$PATIENCE" \
-    --workers "$WORKERS" --seed 2026 --out "$OUT" 2>&1 | tee -a "$OUT.log"
+run_closure models/r0.yaml experiments/results/closure_r0
