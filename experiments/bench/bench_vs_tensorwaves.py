@@ -278,6 +278,14 @@ def main() -> int:
             entry["ours"]["binning_s"] = time.perf_counter() - t
             entry["ours"]["binned_mc_bins"] = args.binned_mc
             fit_hessian, floating_optimizer = StructuredHessian(model), "trust-exact"
+            # the binned gradient (what every iteration of the binned fit costs) against
+            # tensorwaves' per-event one, same process
+            vg_binned = jax.jit(jax.value_and_grad(model.nll))
+            gb_med, gb_all = timed(lambda: jax.block_until_ready(vg_binned(xs, *fit_args)), args.repeats)
+            entry["ours"]["binned_value_and_gradient_median_s"] = gb_med
+            entry["ours"]["binned_value_and_gradient_all_s"] = gb_all
+            entry["ratios"]["gradient_binned"] = tw_t["gradient_median_s"] / gb_med
+            write(report)
         mz = Minimizer(model.nll, model.n_free, model.bounds, args=fit_args, hessian=fit_hessian)
         fits, first, warm = [], None, None
         ours = (floating_optimizer if floating else "trust-exact", "minuit")
@@ -326,7 +334,7 @@ def main() -> int:
             stage(case, "tensorwaves fit (scipy BFGS, analytic gradient)")
             twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="scipy",
                                  use_analytic_gradient=True, fixed=truth_all)
-            twfit.pop("parameters", None)
+            tw_parameters = _complex_parameters(twfit.get("parameters", {}))
             if not twfit["minimum_valid"] or twfit["nll_min"] >= twfit["nll_start"]:
                 # scipy BFGS gave up (seen in the floating case: no step accepted); fall back
                 # to tensorwaves' default optimiser, Minuit2 with its own numerical gradient
@@ -334,9 +342,13 @@ def main() -> int:
                 failed = twfit
                 twfit = twb.time_fit(tw, data_tw, mc_tw, free, start_case, optimizer="minuit",
                                      use_analytic_gradient=False, fixed=truth_all)
-                twfit.pop("parameters", None)
+                tw_parameters = _complex_parameters(twfit.get("parameters", {}))
                 twfit["scipy_bfgs_attempt"] = failed
             entry["tensorwaves_fit"] = twfit
+            if floating and tw_parameters:
+                entry["tensorwaves_end_point"] = tensorwaves_end_point(
+                    model, mz, nll, a, our_vector(model, *ours_from_tw(tw_parameters)), ours[0])
+                print(case, "tensorwaves' end point in ours", entry["tensorwaves_end_point"], flush=True)
             if warm:
                 entry["ratios"]["fit_warm"] = twfit["fit_median_s"] / warm["wall_s"]
                 entry["ratios"]["fit_tw_warm_over_ours_first"] = twfit["fit_median_s"] / first["wall_s"]
@@ -349,6 +361,41 @@ def main() -> int:
         print(case, json.dumps(entry["ratios"]), flush=True)
         write(report)
     return 0
+
+
+def _complex_parameters(pars: dict) -> dict:
+    """time_fit's parameters back from JSON form ([re, im] for a complex coupling)."""
+    return {k: complex(*v) if isinstance(v, list) else v for k, v in pars.items()}
+
+
+def tensorwaves_end_point(model, mz, nll, args, x_tw, optimizer) -> dict:
+    """Where tensorwaves' fit ended, seen from our side: our exact NLL there, the free
+    parameters outside our bounds (tensorwaves has none), and our fit started from
+    there (clipped into the bounds)."""
+    import jax.numpy as jnp
+
+    from pwa.optimize import BoundsTransform
+
+    tr = BoundsTransform.from_bounds(model.bounds, model.n_free)
+    outside = {name: {"value": float(v), "bounds": [float(lo), float(hi)]}
+               for name, v, lo, hi in zip(model.parameter_names, x_tw, tr.lower, tr.upper)
+               if not lo <= v <= hi}
+    named = {name: float(v) for name, v in zip(model.parameter_names, x_tw)
+             if not name.split(":")[1].startswith("c")}
+    span = np.where(np.isfinite(tr.upper - tr.lower), tr.upper - tr.lower, 1.0)
+    x0 = np.clip(x_tw, tr.lower + 1e-6 * span, tr.upper - 1e-6 * span)
+    out = {"nll_ours_at_tensorwaves_end_point": float(nll(jnp.asarray(x_tw), *args)),
+           "masses_widths": named, "outside_our_bounds": outside}
+    t = time.perf_counter()
+    try:
+        r = mz.minimize(x0, optimizer=optimizer)
+        out["our_fit_from_there"] = {"wall_s": time.perf_counter() - t, "nll_min": float(nll(jnp.asarray(r.x), *args)),
+                                     "converged": bool(r.converged), "message": r.message,
+                                     "masses_widths": {name: float(v) for name, v in zip(model.parameter_names, r.x)
+                                                       if not name.split(":")[1].startswith("c")}}
+    except Exception as exc:  # noqa: BLE001 - recorded
+        out["our_fit_from_there"] = {"failed": repr(exc)[:300]}
+    return out
 
 
 def write(report) -> None:
