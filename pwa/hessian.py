@@ -176,8 +176,14 @@ class StructuredHessian:
         model = self.model
         return lambda full, k: model._term_lineshape_row(full, masses, k)
 
-    def _over_events(self, p, cache, alpha, beta_of_intensity, weight_of_events):
-        """The chunk moments summed over an event cache (padded to whole chunks with zero weight)."""
+    def _over_events(self, p, cache, alpha, beta_of_intensity, weight_of_events, by_resonance=False):
+        """The chunk moments summed over an event cache (padded to whole chunks with zero weight).
+
+        ``by_resonance``: split every helicity state into one state per resonance
+        (term k contributes to state (R, s) only when it belongs to R), so that the
+        chunk's "intensity" is the incoherent sum sum_R sum_s |A_R,s|^2 of the
+        fit fractions' numerators.
+        """
         model = self.model
         coupling = self._couplings(p)
         n = int(cache.weights.shape[-1])
@@ -202,8 +208,16 @@ class StructuredHessian:
             ang = ang.reshape((model.n_terms, self.n_perm) + ang.shape[1:])
         parts = (blocks(cache.masses), blocks(ang), w)
 
+        split = None
+        if by_resonance:
+            res = np.asarray([i for i, _ in model.terms])
+            split = jnp.asarray(res[:, None] == np.arange(len(model.resonance_names))[None, :], dtype=ang.dtype)
+
         def one(part):
             masses, a, wc = part
+            if split is not None:  # (K, P, S, n) -> (K, P, R * S, n)
+                a = (a[:, :, None] * split[:, None, :, None, None]).reshape(
+                    a.shape[:2] + (split.shape[1] * a.shape[2], a.shape[3]))
             if cache.folded:
                 jets = [(jnp.ones((1, chunk), a.dtype), jnp.zeros((1, chunk, g.local.size), a.dtype),
                          jnp.zeros((1, chunk, g.local.size, g.local.size), a.dtype)) for g in self.groups]
@@ -251,6 +265,22 @@ class StructuredHessian:
         """(S, dS, d2S) of S = sum_n w_n I(x_n) over an event cache."""
         d2S, dS, S = self._over_events(p, cache, None, lambda w, i: w, lambda w: w)
         return S, dS, d2S
+
+    def fraction_sum(self, p, gen_cache):
+        """(SF, dSF, d2SF) of the sum of fit fractions SF = S / N over a generator-level event cache.
+
+        S = sum_n w_n sum_R sum_s |A_R,s|^2 (the diagonal fractions' numerators) and
+        N = sum_n w_n I_n, each with its exact derivatives from :meth:`_over_events`;
+        then dSF = dS / N - S dN / N^2 and
+        d2SF = d2S / N - (dS dN^T + dN dS^T) / N^2 - S d2N / N^2 + 2 S dN dN^T / N^3.
+        """
+        N, dN, d2N = self.intensity_sum(p, gen_cache)
+        d2S, dS, S = self._over_events(p, gen_cache, None, lambda w, i: w, lambda w: w, by_resonance=True)
+        sf = S / N
+        dsf = dS / N - S * dN / N**2
+        cross = jnp.outer(dS, dN)
+        d2sf = d2S / N - (cross + cross.T) / N**2 - S * d2N / N**2 + 2.0 * S * jnp.outer(dN, dN) / N**3
+        return sf, dsf, 0.5 * (d2sf + d2sf.T)
 
     def __call__(self, p, data_cache, mc_cache):
         """Exact Hessian of ``model.nll(p, data_cache, mc_cache)``."""

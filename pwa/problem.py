@@ -236,18 +236,27 @@ class FitProblem:
 
         Without a background term the NLL's Hessian comes from the amplitude's
         structure (:class:`pwa.hessian.StructuredHessian`: a few gradients
-        instead of one autodiff column per parameter); a penalty's is added by
-        autodiff. A background mixture keeps plain autodiff (None).
+        instead of one autodiff column per parameter). So does the fraction-sum
+        penalty's over a generator-level event cache
+        (:meth:`~pwa.hessian.StructuredHessian.fraction_sum`); over a stored
+        matrix, or with LASSO, the penalty's is added by autodiff. A background
+        mixture keeps plain autodiff (None).
         """
         if self.background is not None:
             return None
         structured = StructuredHessian(self.model)
         penalty = self._penalty(config)
         penalty_hessian = None if penalty is None else batched_hessian(penalty)
+        use_sf, use_lasso, _ = objective_structure(config)
+        W = self.sum_data_weights
 
         def h(p, data_cache, mc_cache, gen_cache, hyper, *background):
             H = structured(p, data_cache, mc_cache)
-            if penalty_hessian is not None:
+            if use_sf and not use_lasso and gen_cache.normalisation_matrix is None:
+                # lambda W (t - SF)^2 from SF's exact jets over the generator-level events
+                sf, dsf, d2sf = structured.fraction_sum(p, gen_cache)
+                H = H + 2.0 * hyper[1] * W * (jnp.outer(dsf, dsf) - (hyper[0] - sf) * d2sf)
+            elif penalty_hessian is not None:
                 H = H + penalty_hessian(p, gen_cache, hyper)
             return H
 
