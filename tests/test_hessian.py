@@ -38,6 +38,15 @@ def floating(card: dict, params=("mass", "width", "g_pipi")) -> dict:
     return card
 
 
+def four_kaons(*names: str) -> Model:
+    """R0 in psi(2S) -> phi K+ K- K+ K- with these states' lineshape parameters floating."""
+    card = load_model_card(shipped("r0.yaml")).to_dict()
+    for r in card["resonances"]:
+        if r["name"] in names:
+            r["float"] = [k for k in ("mass", "width", "g_pipi") if k in r["lineshape"]]
+    return Model.from_card(card)
+
+
 def moved(model: Model) -> jnp.ndarray:
     return jnp.asarray(model.initial_values() * (1 + 0.02 * np.cos(np.arange(model.n_free))))
 
@@ -104,11 +113,7 @@ def test_fixed_lineshapes_folded_data_and_stored_matrix():
 
 
 def test_four_kaons_products_of_lineshapes_and_permutations():
-    card = load_model_card(shipped("r0.yaml")).to_dict()
-    for r in card["resonances"]:
-        if r["name"] in ("phi(1020)", "f0(980)", "f2(2340)"):
-            r["float"] = [k for k in ("mass", "width", "g_pipi") if k in r["lineshape"]]
-    model = Model.from_card(card)
+    model = four_kaons("phi(1020)", "f0(980)", "f2(2340)")
     assert len(model.amplitude.permutations) == 4
     assert any(len(f) == 2 for f in model._sub_factors)  # phi x f_J
     rng = np.random.default_rng(8)
@@ -137,11 +142,7 @@ def test_a_fit_reports_the_exact_hessian_of_its_objective():
 
 def test_fraction_sum_jets_four_kaons():
     """SF = sum_R F_R with its exact first and second derivatives, against autodiff of the fractions."""
-    card = load_model_card(shipped("r0.yaml")).to_dict()
-    for r in card["resonances"]:
-        if r["name"] in ("phi(1020)", "f0(980)", "f2'(1525)"):
-            r["float"] = [k for k in ("mass", "width", "g_pipi") if k in r["lineshape"]]
-    model = Model.from_card(card)
+    model = four_kaons("phi(1020)", "f0(980)", "f2'(1525)")
     rng = np.random.default_rng(9)
     ps = NBodyPhaseSpace(model.reaction)
     gen = model.precompute(Events(ps.sample(700, rng), reaction=model.reaction, weights=rng.uniform(0.5, 2.0, 700)))
