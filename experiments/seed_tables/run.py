@@ -305,10 +305,11 @@ def lineshape_rows(res: FitResult, model: Model) -> list[str]:
     return rows
 
 
-def fit_rows(res: FitResult, records: list[dict], starts: str = "random") -> list[str]:
+def fit_rows(res: FitResult, records: list[dict], truth_nll: float, starts: str = "random") -> list[str]:
     ok = sorted((r for r in records if "failed" not in r), key=lambda r: r["objective"])
     rows = ["", "| fit | value |", "|---|---|",
-            f"| NLL | {res.nll:.3f} |", f"| objective | {res.objective:.3f} |",
+            f"| NLL | {res.nll:.3f} (at the generated truth: {truth_nll:.3f}) |",
+            f"| objective | {res.objective:.3f} |",
             f"| converged | {res.converged} (EDM {res.edm:.2e}; {res.message}) |",
             f"| Hessian positive definite | {res.positive_definite} |",
             f"| parameters at a limit | {int(np.sum(res.at_limit)) if res.at_limit.size else 0} |",
@@ -420,13 +421,13 @@ def main(argv: list[str] | None = None) -> int:
             seed2 = {n: (f"{f[0]:.2f} ± {f[1]:.2f}", f[1]) for n, (f, _, _) in TABLE2.items()} | {"SF": (f"{TABLE2_SF:.1f}",)}
             md["table2"] = "\n".join([f"# Seed Table 2: {TABLES['table2'][0]}", ""] + setup + [""]
                                      + fraction_rows(results["table2"], truth, seed2) + [""]
-                                     + lineshape_rows(results["table2"], r0) + fit_rows(results["table2"], records["table2"]) + [""])
+                                     + lineshape_rows(results["table2"], r0) + fit_rows(results["table2"], records["table2"], truth_nll[R0_CARD]) + [""])
         if "table3" in results:
             seed3 = {n: (f"{v:.2f} ± {e:.2f}", e) for n, (v, e) in TABLE3.items()} | {"SF": (f"{TABLE3_SF:.1f}",)}
             md["table3"] = "\n".join([f"# Seed Table 3: {TABLES['table3'][0]}", ""] + setup + [""]
                                      + fraction_rows(results["table3"], truth, seed3) + [""]
                                      + lineshape_rows(results["table3"], r0)
-                                     + fit_rows(results["table3"], records["table3"],
+                                     + fit_rows(results["table3"], records["table3"], truth_nll[R0_CARD],
                                                 "(start 0: Table 2's minimum; the others random)") + [""])
         if "table4" in results:
             seed4 = {n: (f"{v:.2f}", None) for n, v in TABLE4.items()} | {"SF": (f"{TABLE4_SF:.1f}",)}
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "this table.", ""]
                                      + fraction_rows(results["table4"], truth, seed4) + [""]
                                      + lineshape_rows(results["table4"], models["table4"])
-                                     + fit_rows(results["table4"], with_c)
+                                     + fit_rows(results["table4"], with_c, truth_nll[R0_PLUS4_CARD])
                                      + ["", "## The constraint's effect: every start, fitted with and without it", ""]
                                      + spurious_rows(with_c, without) + [""] + verdict + [""])
         out_path = args.out / "seed_tables.json"
@@ -467,15 +468,23 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Fits.
     wanted = args.tables.split(",") + (["table4_unconstrained"] if "table4" in args.tables.split(",") else [])
     problems: dict[Path, tuple[FitProblem, FitProblem]] = {}
+    truth_nll: dict[Path, float] = {}
+    def problems_of(card: Path) -> tuple[FitProblem, FitProblem]:
+        if card not in problems:
+            model = r0 if card == R0_CARD else seed_floating_model(card)
+            problems[card] = tuple(FitProblem.build(model, data, sample, gen_events=config0.gen_events,
+                                                    gen_seed=config0.gen_seed)
+                                   for sample in (mc, prefix(mc, args.n_mc_coarse)))
+        return problems[card]
+
+    # The NLL at the generated truth (R0's card values; R0 + 4 with zero spurious couplings is the same).
+    r0_problem = problems_of(R0_CARD)[0]
+    truth_nll[R0_CARD] = truth_nll[R0_PLUS4_CARD] = float(r0_problem.nll(jnp.asarray(r0_problem.initial_values())))
+    log(f"NLL at the generated truth: {truth_nll[R0_CARD]:.3f}")
     for table in wanted:
         title, card, config = TABLES[table]
         config = replace(config, gen_events=config0.gen_events, gen_seed=config0.gen_seed)
-        if card not in problems:
-            model = r0 if card == R0_CARD else seed_floating_model(card)
-            problems[card] = tuple(FitProblem.build(model, data, sample, gen_events=config.gen_events,
-                                                    gen_seed=config.gen_seed)
-                                   for sample in (mc, prefix(mc, args.n_mc_coarse)))
-        problem, coarse = problems[card]
+        problem, coarse = problems_of(card)
         model = problem.model
         n_starts = {"table2": args.starts, "table3": args.starts_t3}.get(table, args.starts_t4)
         starts = random_starts(model, problem.initial_values(), n_starts + 1, args.seed + 2000)[1:]
