@@ -579,6 +579,12 @@ class Model:
         return (-jnp.sum(w * jnp.log(self.intensity(p, data_cache)))
                 + jnp.sum(w) * jnp.log(self.normalisation(p, mc_cache)))
 
+    @property
+    def term_resonances(self) -> np.ndarray:
+        """(n_res, n_terms) bool: entry (R, k) is true when term k belongs to resonance R."""
+        res = np.asarray([i for i, _ in self.terms])
+        return res[None, :] == np.arange(len(self.resonance_names))[:, None]
+
     def fit_fractions(self, p: jnp.ndarray, gen_cache: Cache) -> jnp.ndarray:
         """(n_res, n_res) fit-fraction matrix over a (generator-level) sample.
 
@@ -592,9 +598,7 @@ class Model:
     def fractions_from_integrals(self, p: jnp.ndarray, M: jnp.ndarray) -> jnp.ndarray:
         """Fit-fraction matrix (n_res, n_res) from per-term integrals M (n_terms, n_terms) at p."""
         c = self.couplings(p)
-        res = np.asarray([i for i, _ in self.terms])
-        P = res[None, :] == np.arange(len(self.resonance_names))[:, None]  # (n_res, n_terms)
-        C = jnp.where(jnp.asarray(P), c[None, :], 0.0)
+        C = jnp.where(jnp.asarray(self.term_resonances), c[None, :], 0.0)
         X = jnp.real(jnp.conj(C) @ M @ C.T)
         total = jnp.real(jnp.conj(c) @ M @ c)
         off = 2.0 - jnp.eye(len(self.resonance_names))

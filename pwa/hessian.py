@@ -210,8 +210,7 @@ class StructuredHessian:
 
         split = None
         if by_resonance:
-            res = np.asarray([i for i, _ in model.terms])
-            split = jnp.asarray(res[:, None] == np.arange(len(model.resonance_names))[None, :], dtype=ang.dtype)
+            split = jnp.asarray(model.term_resonances.T, dtype=ang.dtype)  # (K, R)
 
         def one(part):
             masses, a, wc = part
