@@ -166,14 +166,14 @@ def _normalisation_mc(model, mc: str, flow_model: Path | None, n_mc: int, seed: 
 
 
 def _fit_config(optimizer: str, starts: int, seed: int, sf_target: float, sf_lambda: float,
-                lasso: float):
+                lasso: float, coarse_mc: int = 0, refine: int = 0):
     from pwa.fit_result import FitConfig
     from pwa.optimize import OPTIMIZERS
 
     if optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer {optimizer!r}: not an optimizer; choose one of {', '.join(OPTIMIZERS)}")
     return FitConfig(optimizer=optimizer, starts=starts, seed=seed, sf_target=sf_target,
-                     sf_lambda=sf_lambda, lasso=lasso)
+                     sf_lambda=sf_lambda, lasso=lasso, coarse_mc=coarse_mc, refine=refine)
 
 
 _MODEL = typer.Option(..., "--model", help="Model card (YAML).")
@@ -296,6 +296,13 @@ def fit(
                                help="Starts (first: card values; others randomised). Default: 1, or "
                                     "pwa.starts.FLOATING_LINESHAPE_STARTS when a mass or width floats."),
     seed: int = seed_option(),
+    coarse_mc: int = typer.Option(0, "--coarse-mc", min=0,
+                                  help="With several starts and a floating mass or width: minimise every start "
+                                       "first with about this many MC events (every k-th), then with the full MC "
+                                       "from there; e.g. 20000 for an MC of 200,000 (0: no coarse stage)."),
+    refine: int = typer.Option(0, "--refine", min=0,
+                               help="With --coarse-mc: only this many starts, those with the lowest coarse "
+                                    "NLL~, go on to the full MC (0: all)."),
     sf_target: float = _SFT,
     sf_lambda: float = _SFL,
     lasso: float = typer.Option(0.0, "--lasso", min=0.0, help="LASSO strength lambda (0 = off)."),
@@ -356,6 +363,8 @@ def fit(
         if model is not None or data is not None or mc is not None:
             raise UserError("--fit-card names the channels' cards, data and MC: give it without --model, --data "
                             "and --mc")
+        if coarse_mc or refine:
+            raise UserError("--coarse-mc and --refine are options of a single-channel fit, not of --fit-card")
         return _joint_fit(fit_card, out, _fit_config(optimizer, starts or 1, seed, sf_target, sf_lambda, lasso),
                           plots)
     missing = [flag for flag, v in (("--model", model), ("--data", data), ("--mc", mc)) if v is None]
@@ -378,7 +387,9 @@ def fit(
                         "--significance (Wilks, scaled by sum w / sum w^2)")
     mesh = _device_setup(devices, distributed)
 
-    config = _fit_config(optimizer, starts or 1, seed, sf_target, sf_lambda, lasso)
+    if refine and not coarse_mc:
+        raise UserError("--refine chooses among the starts of the coarse stage: give --coarse-mc too")
+    config = _fit_config(optimizer, starts or 1, seed, sf_target, sf_lambda, lasso, coarse_mc, refine)
     m, data_events, mc_events, mc_info = _load_fit_inputs(model, data, mc, flow_model, n_mc, seed, reweight)
     if starts is None:  # several starts by default when a mass or width floats
         from dataclasses import replace

@@ -54,6 +54,7 @@ from fastsim.events import Events
 
 from .amplitude import Model
 from .background import BackgroundModel
+from .caches import EventCache
 from .errors import FitError
 from .fit_result import MINIMA_TOLERANCE, FitConfig, FitResult, Minimum, Significance
 from .fraction_errors import propagate_model_fractions
@@ -133,19 +134,63 @@ def fit(model: Model, data: Events, mc: Events, config: FitConfig = FitConfig(),
     # Random starts of the model's parameters; a floating f_b starts at its given value in each.
     starts = [np.concatenate([x, x0[n:]])
               for x in random_starts(model, x0[:n], max(config.starts, 1), config.seed)]
-    if len(starts) > 1 and executor != "serial":
-        outcomes = map_tasks(_minimize_start, [(config, x) for x in starts], executor=executor,
-                             workers=workers, scheduler=scheduler, shared=problem.portable())
-    else:
-        if minimizer is None:
-            mz = problem.minimizer(config)
-        else:
-            mz = minimizer
-            mz.args = problem.arguments(config)
-        # Minimizer.multi_start's loop, keeping every start's outcome for the listing of minima.
-        outcomes = [mz.try_minimize(x, **_minimize_options(config)) for x in starts]
+    coarse = coarse_problem(problem, data, mc, config, len(starts))
+    if coarse is None:
+        outcomes = _minimize_starts(problem, config, starts, executor, workers, scheduler, minimizer)
+        best, _ = best_of_starts(outcomes)
+        return summarise(problem, best, outcomes, config, time.perf_counter() - t0)
+    # Every start first on the coarse problem; the lowest coarse minima then on the full one.
+    first = _minimize_starts(coarse, config, starts, executor, workers, scheduler, None)
+    ranked = sorted((i for i, r in enumerate(first) if isinstance(r, MinimizeResult) and np.isfinite(r.fun)),
+                    key=lambda i: first[i].fun)
+    refined = ranked[:config.refine] if config.refine else ranked
+    second = _minimize_starts(problem, config, [first[i].x for i in refined], executor, workers, scheduler,
+                              minimizer) if refined else []
+    # Per start: its full minimisation, the FitError of its coarse one, or None (not refined).
+    outcomes: list[MinimizeResult | FitError | None] = [
+        None if i in ranked else (r if isinstance(r, FitError) else FitError(f"coarse objective {r.fun}"))
+        for i, r in enumerate(first)]
+    for i, r in zip(refined, second):
+        outcomes[i] = r
     best, _ = best_of_starts(outcomes)
-    return summarise(problem, best, outcomes, config, time.perf_counter() - t0)
+    result = summarise(problem, best, outcomes, config, time.perf_counter() - t0)
+    return replace(result, unrefined_starts=sum(r is None for r in outcomes))
+
+
+def coarse_problem(problem: FitProblem, data: Events, mc: Events, config: FitConfig,
+                   n_starts: int) -> FitProblem | None:
+    """The coarse stage's problem of a multi-start fit (``config.coarse_mc``), or None when there is none.
+
+    Only where it saves time: several starts, a floating lineshape parameter
+    (with every lineshape fixed an iteration never touches the MC events,
+    :meth:`pwa.amplitude.Model.precompute`'s normalisation matrix) and an MC
+    of more than ``coarse_mc`` events, summed event by event. Its MC is every k-th event of ``mc``,
+    k = ceil(len(mc) / coarse_mc), so that an MC written in runs is still
+    sampled evenly; data, background term and fraction integrals are the
+    full problem's.
+    """
+    if not config.coarse_mc or n_starts < 2 or not problem.model.floating_lineshapes \
+            or config.coarse_mc >= len(mc) or not isinstance(problem.mc_cache, EventCache):
+        return None  # a binned normalisation (pwa.binned) costs the same for any MC size
+    step = -(-len(mc) // config.coarse_mc)
+    return FitProblem.build(problem.model, data, mc.subset(slice(None, None, step)), gen_cache=problem.gen_cache,
+                            background=problem.background)
+
+
+def _minimize_starts(problem: FitProblem, config: FitConfig, starts: list[np.ndarray], executor: str,
+                     workers: int | None, scheduler: str | None,
+                     minimizer: Minimizer | None) -> list[MinimizeResult | FitError]:
+    """Every start's outcome (its result or the FitError it raised), in start order."""
+    if len(starts) > 1 and executor != "serial":
+        return map_tasks(_minimize_start, [(config, x) for x in starts], executor=executor,
+                         workers=workers, scheduler=scheduler, shared=problem.portable())
+    if minimizer is None:
+        mz = problem.minimizer(config)
+    else:
+        mz = minimizer
+        mz.args = problem.arguments(config)
+    # Minimizer.multi_start's loop, keeping every start's outcome for the listing of minima.
+    return [mz.try_minimize(x, **_minimize_options(config)) for x in starts]
 
 
 def distinct_minima(outcomes: Sequence[MinimizeResult | FitError], *, tolerance: float = MINIMA_TOLERANCE,
@@ -157,10 +202,11 @@ def distinct_minima(outcomes: Sequence[MinimizeResult | FitError], *, tolerance:
     Starts are sorted by their final objective; a start within ``tolerance``
     of the lowest objective of the current minimum joins it, otherwise it
     opens the next one (the grouping of :func:`pwa.optimize.best_of_starts`).
-    Starts that raised or ended on a non-finite objective are failed starts.
+    Starts that raised or ended on a non-finite objective are failed starts; a
+    None outcome (a start that a coarse stage did not refine, :func:`fit`) is neither.
 
     Args:
-        outcomes: per start, in start order, its result or the FitError it raised.
+        outcomes: per start, in start order, its result, the FitError it raised, or None.
         tolerance: NLL units.
         nll: the plain NLL at a parameter vector (default: the objective).
         converged: whether a start converged (default: its ``converged``; :func:`fit`
@@ -187,10 +233,10 @@ def distinct_minima(outcomes: Sequence[MinimizeResult | FitError], *, tolerance:
                               nll=float(lowest.fun) if nll is None else float(nll(lowest.x)),
                               n_starts=len(group), n_converged=sum(flags), converged=flags[0],
                               starts=tuple(sorted(i for i, _ in group))))
-    return tuple(minima), len(outcomes) - len(ok)
+    return tuple(minima), sum(r is not None for r in outcomes) - len(ok)
 
 
-def summarise(problem: FitProblem, best: MinimizeResult, outcomes: Sequence[MinimizeResult | FitError],
+def summarise(problem: FitProblem, best: MinimizeResult, outcomes: Sequence[MinimizeResult | FitError | None],
               config: FitConfig, wall: float) -> FitResult:
     """FitResult from the minimisations of every start: covariance, fractions with errors, NLL,
     the distinct minima (:func:`distinct_minima`) and the warnings.

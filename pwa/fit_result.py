@@ -32,6 +32,15 @@ class FitConfig:
         quadrature_panels: m panels of the fraction quadrature (J/psi -> gamma P P).
         gen_events, gen_seed: generator-level MC of the fraction integrals of
             any other reaction (:func:`pwa.fractions.generator_cache`).
+        coarse_mc: with several starts and a floating lineshape parameter,
+            minimise every start first with about this many MC events (every
+            k-th one), then from there with the full MC (:func:`pwa.fit.fit`);
+            0: no coarse stage. An iteration of the coarse stage costs about
+            coarse_mc / n_mc of a full one; it only moves the starts, the
+            minima are the full MC's.
+        refine: how many starts, those of the lowest coarse objective, go on
+            to the full MC (0: all); the others are counted in
+            :attr:`FitResult.unrefined_starts`.
     """
 
     optimizer: str = DEFAULT_OPTIMIZER
@@ -46,6 +55,8 @@ class FitConfig:
     quadrature_panels: int = 120
     gen_events: int = 1_000_000
     gen_seed: int = 0
+    coarse_mc: int = 0
+    refine: int = 0
 
 
 #: Starts whose final objectives differ by at most this (NLL units) ended in the same minimum: a
@@ -98,8 +109,9 @@ class FitResult:
     ``minima``: (objective, converged) of each distinct minimum, lowest first;
     ``distinct_minima``: the same minima with how many starts ended in each
     (:class:`Minimum`; empty for a result that did not come from starts, e.g.
-    a joint fit), and ``failed_starts`` the starts that raised, so that the
-    counts plus ``failed_starts`` add up to ``config.starts``.
+    a joint fit), ``failed_starts`` the starts that raised and
+    ``unrefined_starts`` those that a coarse stage did not refine
+    (``config.refine``), so that the counts plus both add up to ``config.starts``.
     """
 
     model_source: str
@@ -130,6 +142,7 @@ class FitResult:
     warnings: tuple[str, ...] = ()
     distinct_minima: tuple[Minimum, ...] = ()
     failed_starts: int = 0
+    unrefined_starts: int = 0
 
     @property
     def positive_definite(self) -> bool:
@@ -181,6 +194,7 @@ class FitResult:
             "distinct_minima": ([m.to_dict() for m in self.distinct_minima] if self.distinct_minima
                                 else [{"nll": f, "converged": c} for f, c in self.minima]),
             "failed_starts": self.failed_starts,
+            "unrefined_starts": self.unrefined_starts,
             "wall_time_s": self.wall_time,
             "config": asdict(self.config),
             "warnings": list(self.warnings),
@@ -199,7 +213,8 @@ class FitResult:
             + ("; sandwich covariance (weighted data)" if self.sandwich else ""),
         ]
         if self.distinct_minima and (len(self.distinct_minima) > 1 or self.config.starts > 1):
-            lines.append("  distinct minima (NLL~): " + minima_summary(self.distinct_minima, self.failed_starts))
+            lines.append("  distinct minima (NLL~): " + minima_summary(self.distinct_minima, self.failed_starts,
+                                                                        self.unrefined_starts))
         elif len(self.minima) > 1:
             lines.append("  distinct minima (NLL): " + ", ".join(f"{f:.3f}" for f, _ in self.minima))
         w = max(len(n) for n in self.parameter_names) if self.parameter_names else 10
@@ -218,15 +233,17 @@ class FitResult:
         return "\n".join(lines)
 
 
-def minima_summary(minima: tuple[Minimum, ...], failed_starts: int = 0) -> str:
+def minima_summary(minima: tuple[Minimum, ...], failed_starts: int = 0, unrefined_starts: int = 0) -> str:
     """One line: each minimum's objective (NLL~), above the best, and its starts, e.g.
     ``-1234.567: 4 of 5 starts (4 converged); -1230.012 (+4.555): 1 of 5 starts (0 converged)``."""
-    n = sum(m.n_starts for m in minima) + failed_starts
+    n = sum(m.n_starts for m in minima) + failed_starts + unrefined_starts
     best = minima[0].objective if minima else 0.0
     parts = [f"{m.objective:.3f}{f' ({m.objective - best:+.3f})' if i else ''}: {m.n_starts} of {n} "
              f"start{'s' if n != 1 else ''} ({m.n_converged} converged)" for i, m in enumerate(minima)]
     if failed_starts:
         parts.append(f"{failed_starts} of {n} failed")
+    if unrefined_starts:
+        parts.append(f"{unrefined_starts} of {n} stopped after the coarse stage")
     return "; ".join(parts)
 
 

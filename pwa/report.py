@@ -145,14 +145,17 @@ def _minima_lines(result: FitResult) -> list[str]:
         if len(result.minima) > 1:
             return ["Distinct minima found (NLL~): " + ", ".join(f"{f:.3f}" for f, _ in result.minima), ""]
         return []
-    n = sum(m.n_starts for m in minima) + result.failed_starts
+    n = sum(m.n_starts for m in minima) + result.failed_starts + result.unrefined_starts
     if n <= 1:
         return []
     best = minima[0].objective
     lines = ["## Starts", "",
              f"{n} starts; {len(minima)} distinct minim{'um' if len(minima) == 1 else 'a'} (starts whose final "
              f"NLL~ agree within {MINIMA_TOLERANCE:g} are one minimum; start 0 is the card's values)"
-             + (f"; {result.failed_starts} start(s) failed" if result.failed_starts else "") + ".", "",
+             + (f"; {result.failed_starts} start(s) failed" if result.failed_starts else "")
+             + (f"; {result.unrefined_starts} start(s) stopped after the coarse stage (MC of "
+                f"~{result.config.coarse_mc} events), their coarse NLL~ above the {result.config.refine} refined"
+                if result.unrefined_starts else "") + ".", "",
              "| Minimum | NLL~ | Δ NLL~ | NLL | Starts | Converged | Start indices |", "|---|---|---|---|---|---|---|"]
     for i, m in enumerate(minima):
         lines.append(f"| {i + 1} | {m.objective:.3f} | {m.objective - best:+.3f} | {m.nll:.3f} | {m.n_starts} | "

@@ -238,6 +238,7 @@ CASES = [
     Case("fit-flow-of-another-reaction", "pwa", fit("--flow-model", "{w}/four_kaons_flow.pt", mc="flow"),
          says=("four_kaons_flow.pt", "psi(2S) -> K+ K- K+ K-", "J/psi -> gamma K+ K-")),
     Case("train-mc-is-a-card", "fastsim", ("train", "--mc", M, "--out", "{o}/f.pt"), says=("card.yaml",)),
+    Case("fit-refine-without-coarse-stage", "pwa", fit("--refine", "2"), says=("--refine", "--coarse-mc")),
     Case("validate-reference-missing", "fastsim",
          ("validate", "--model", "{w}/flow.pt", "--reference", "{w}/nope.npz", "--out", "{o}/v"), says=("nope.npz",)),
     Case("mc-does-not-cover-data-strict", "pwa", fit("--strict", mc="{w}/mc_tight.npz"),

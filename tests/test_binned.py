@@ -43,6 +43,7 @@ def test_binned_normalisation_matches_the_exact_sum(card, mc):
     exact = model.precompute(mc)
     p = jnp.asarray(model.initial_values() * (1 + 0.01 * np.cos(np.arange(model.n_free))))
 
+    @jax.jit
     def ln_norm(q, cache):
         return jnp.log(model.normalisation(q, cache))
 
@@ -51,8 +52,8 @@ def test_binned_normalisation_matches_the_exact_sum(card, mc):
         binned = binned_cache(model, exact, n_bins)
         errors[n_bins] = abs(float(ln_norm(p, binned) - ln_norm(p, exact)))
         if n_bins == 2000:
-            g_e, g_b = np.asarray(jax.grad(ln_norm)(p, exact)), np.asarray(jax.grad(ln_norm)(p, binned))
-            h_e, h_b = (np.asarray(jax.hessian(ln_norm)(p, c)) for c in (exact, binned))
+            g_e, g_b = (np.asarray(jax.jit(jax.grad(ln_norm))(p, c)) for c in (exact, binned))
+            h_e, h_b = (np.asarray(jax.jit(jax.hessian(ln_norm))(p, c)) for c in (exact, binned))
             assert errors[n_bins] < 1e-7
             np.testing.assert_allclose(g_b, g_e, rtol=0, atol=1e-6 * np.abs(g_e).max())
             np.testing.assert_allclose(h_b, h_e, rtol=0, atol=1e-5 * np.abs(h_e).max())

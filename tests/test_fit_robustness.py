@@ -2,6 +2,7 @@
 fit ends on a bound, the distinct minima of a multi-start fit, and the default number of starts."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from fastsim.events import MASSES, Detector, Events
 from pwa.amplitude import MASS_MARGIN, THRESHOLD_MARGIN, WIDTH_MAX, WIDTH_MIN, Model, kinematic_mass_range
 from pwa.card import load_model_card, parse_model_card
 from pwa.errors import FitError
-from pwa.fit import distinct_minima, fit
+from pwa.fit import coarse_problem, distinct_minima, fit
 from pwa.fit_result import FitConfig
 from pwa.optimize import MinimizeResult
 from pwa.problem import FitProblem
@@ -172,6 +173,32 @@ def test_a_mass_pushed_against_its_bound_is_named(model, mc, free_fit):
     assert expected in fit_report_markdown(res, model)
     # The minimum's convergence is judged as the result's: without the parameter on the bound.
     assert res.converged and res.distinct_minima[0].converged
+
+
+def test_a_coarse_stage_reaches_the_minimum_of_the_full_mc(model, mc, free_fit, tmp_path):
+    """FitConfig.coarse_mc: every start is minimised first with every 4th MC event, then with all of
+    them. The best minimum is that of the fit without the stage, from the same starts (the coarse
+    problem's own minimum lies elsewhere: its normalisation sums other events); with refine = 2 the
+    start of the highest coarse minimum stops there and is counted, not listed as a minimum."""
+    problem, data, res = free_fit
+    config = FitConfig(starts=3, seed=4, quadrature_panels=PANELS, coarse_mc=N_MC // 4, refine=2)
+    coarse = coarse_problem(problem, data, mc, config, n_starts=3)
+    assert coarse.n_mc == N_MC // 4 and coarse.n_data == problem.n_data
+    assert coarse_problem(problem, data, mc, config, n_starts=1) is None
+    assert coarse_problem(problem, data, mc, replace(config, coarse_mc=N_MC), n_starts=3) is None
+    x_coarse = fit(model, data, mc, replace(config, coarse_mc=0, starts=1), problem=coarse).values
+    assert abs(x_coarse - res.values).max() > 1e-4  # the stage's minimum is not the answer
+
+    staged = fit(model, data, mc, config, problem=problem)
+    assert staged.converged and staged.unrefined_starts == 1
+    assert staged.objective == pytest.approx(res.objective, abs=1e-6)
+    assert np.all(np.abs(staged.values - res.values) <= 1e-2 * res.errors), (staged.values - res.values) / res.errors
+    minima = staged.distinct_minima
+    assert sum(m.n_starts for m in minima) + staged.failed_starts + staged.unrefined_starts == 3
+    assert "1 of 3 stopped after the coarse stage" in str(staged)
+    write_fit_outputs(tmp_path, staged, problem, data=data, mc=mc, plots=False)
+    assert json.loads((tmp_path / "result.json").read_text())["unrefined_starts"] == 1
+    assert "1 start(s) stopped after the coarse stage" in (tmp_path / "report.md").read_text()
 
 
 def test_a_free_fit_has_no_bound_warning_and_lists_its_minima(free_fit, mc, tmp_path):

@@ -49,7 +49,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import jax
@@ -210,13 +210,25 @@ def infer_size(sizes: list[int], errors: dict[int, dict[str, float]]) -> dict:
 # 2. Multi-start fits, every start kept
 # ---------------------------------------------------------------------------------------------
 
-def inputs_digest(data: Events, mc: Events, model: Model, config: FitConfig, x0: np.ndarray, extra: str) -> str:
-    """Digest of everything a start's outcome depends on: events, weights, card, options, start, ``extra``."""
+def config_key(config: FitConfig) -> str:
+    """The options that differ from FitConfig's defaults: a field added later, at its default, leaves it alone."""
+    defaults = FitConfig()
+    return json.dumps({f.name: getattr(config, f.name) for f in fields(config)
+                       if getattr(config, f.name) != getattr(defaults, f.name)}, sort_keys=True)
+
+
+def legacy_config_key(config: FitConfig) -> str:
+    """The key of the records written before FitConfig had coarse_mc and refine (its repr then)."""
+    return repr(config).replace(", coarse_mc=0, refine=0", "")
+
+
+def inputs_digest(data: Events, mc: Events, model: Model, key: str, x0: np.ndarray, extra: str) -> str:
+    """Digest of everything a start's outcome depends on: events, weights, card, options (``key``), start, ``extra``."""
     h = hashlib.sha256()
     for a in (data.momenta, mc.momenta, mc.weights, x0):
         h.update(np.ascontiguousarray(a if a is not None else np.zeros(0)).tobytes())
     h.update(json.dumps(model.card.to_dict(), sort_keys=True, default=str).encode())
-    h.update(repr(config).encode())
+    h.update(key.encode())
     h.update(extra.encode())
     return h.hexdigest()[:16]
 
@@ -233,8 +245,12 @@ def run_starts(table: str, problem: FitProblem, coarse: FitProblem, config: FitC
     nll = jax.jit(problem.nll_function())
     records = []
     for i, x0 in enumerate(starts):
-        digest = inputs_digest(data, mc, model, config, x0, f"coarse MC {coarse.n_mc}")
+        digest = inputs_digest(data, mc, model, config_key(config), x0, f"coarse MC {coarse.n_mc}")
         path = records_dir / f"{table}_start{i}_{digest}.json"
+        legacy = records_dir / (f"{table}_start{i}_"
+                                f"{inputs_digest(data, mc, model, legacy_config_key(config), x0, f'coarse MC {coarse.n_mc}')}.json")
+        if not path.exists() and legacy.exists():
+            legacy.rename(path)  # the same inputs, keyed the older way
         if path.exists():
             records.append(json.loads(path.read_text()))
             continue
