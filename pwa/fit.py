@@ -58,6 +58,7 @@ from .caches import EventCache
 from .errors import FitError
 from .fit_result import MINIMA_TOLERANCE, FitConfig, FitResult, Minimum, Significance
 from .fraction_errors import propagate_model_fractions
+from .fractions import generator_cache
 from .optimize import BoundsTransform, Minimizer, MinimizeResult, best_of_starts, hessian_summary
 from .parallel import check_executor, map_tasks
 from .problem import FitProblem, PortableProblem, effective_size, likelihood_scale
@@ -166,14 +167,20 @@ def coarse_problem(problem: FitProblem, data: Events, mc: Events, config: FitCon
     :meth:`pwa.amplitude.Model.precompute`'s normalisation matrix) and an MC
     of more than ``coarse_mc`` events, summed event by event. Its MC is every k-th event of ``mc``,
     k = ceil(len(mc) / coarse_mc), so that an MC written in runs is still
-    sampled evenly; data, background term and fraction integrals are the
-    full problem's.
+    sampled evenly; data and background term are the full problem's. So are
+    the fraction integrals, except where a penalty (the fraction-sum
+    constraint, LASSO) sums generator-level events in every iteration: then
+    the coarse stage draws about ``coarse_mc`` of them (``config.gen_seed``).
     """
     if not config.coarse_mc or n_starts < 2 or not problem.model.floating_lineshapes \
             or config.coarse_mc >= len(mc) or not isinstance(problem.mc_cache, EventCache):
         return None  # a binned normalisation (pwa.binned) costs the same for any MC size
     step = -(-len(mc) // config.coarse_mc)
-    return FitProblem.build(problem.model, data, mc.subset(slice(None, None, step)), gen_cache=problem.gen_cache,
+    gen = problem.gen_cache
+    if (config.sf_lambda or config.lasso) and not problem.model.reaction.is_radiative_pair \
+            and config.coarse_mc < config.gen_events:
+        gen = generator_cache(problem.model, n_events=config.coarse_mc, seed=config.gen_seed)
+    return FitProblem.build(problem.model, data, mc.subset(slice(None, None, step)), gen_cache=gen,
                             background=problem.background)
 
 

@@ -223,3 +223,20 @@ def test_a_free_fit_has_no_bound_warning_and_lists_its_minima(free_fit, mc, tmp_
     assert "## Starts" in report and f"3 starts; {len(minima)} distinct minim" in report
     assert f"| 1 | {minima[0].objective:.3f} | +0.000 |" in report
     assert "distinct minima (NLL~)" in str(res) and f"{minima[0].n_starts} of 3 starts" in str(res)
+
+
+def test_a_penalised_coarse_stage_draws_fewer_generator_events():
+    """With a penalty on the fractions (here SF) and generator-level fraction events (D0 -> K- pi+ pi0),
+    the coarse problem sums about coarse_mc of those too; without a penalty it keeps the fit's own."""
+    model = floating("d0_kpipi0.yaml", {"K*(892)-": ["mass"]})
+    rng = np.random.default_rng(11)
+    from pwa.fractions import generator_events
+    mc = generator_events(model, 3000, rng)
+    data = generator_events(model, 300, rng)
+    config = FitConfig(starts=3, coarse_mc=400, gen_events=2000, gen_seed=5)
+    problem = FitProblem.build(model, data, mc, gen_events=config.gen_events, gen_seed=config.gen_seed)
+    plain = coarse_problem(problem, data, mc, config, n_starts=3)
+    assert plain.gen_cache is problem.gen_cache and plain.n_mc == 375  # every 8th event
+    penalised = coarse_problem(problem, data, mc, replace(config, sf_lambda=1e-2), n_starts=3)
+    n_gen = {c: len(np.asarray(c.weights)) for c in (problem.gen_cache, penalised.gen_cache)}
+    assert n_gen[problem.gen_cache] == 2000 and n_gen[penalised.gen_cache] == 400
