@@ -173,8 +173,11 @@ def coarse_problem(problem: FitProblem, data: Events, mc: Events, config: FitCon
     the coarse stage draws about ``coarse_mc`` of them (``config.gen_seed``).
     """
     if not config.coarse_mc or n_starts < 2 or not problem.model.floating_lineshapes \
-            or config.coarse_mc >= len(mc) or not isinstance(problem.mc_cache, EventCache):
+            or (mc is not None and config.coarse_mc >= len(mc)) or not isinstance(problem.mc_cache, EventCache):
         return None  # a binned normalisation (pwa.binned) costs the same for any MC size
+    if data is None or mc is None:
+        raise FitError("coarse_mc: the coarse stage subsamples the MC events; give fit the data and MC, "
+                       "not only a prebuilt problem")
     step = -(-len(mc) // config.coarse_mc)
     gen = problem.gen_cache
     if (config.sf_lambda or config.lasso) and not problem.model.reaction.is_radiative_pair \

@@ -186,6 +186,8 @@ def test_a_coarse_stage_reaches_the_minimum_of_the_full_mc(model, mc, free_fit, 
     assert coarse.n_mc == N_MC // 4 and coarse.n_data == problem.n_data
     assert coarse_problem(problem, data, mc, config, n_starts=1) is None
     assert coarse_problem(problem, data, mc, replace(config, coarse_mc=N_MC), n_starts=3) is None
+    with pytest.raises(FitError, match="coarse_mc: the coarse stage subsamples the MC events"):
+        coarse_problem(problem, None, None, config, n_starts=3)
     x_coarse = fit(model, data, mc, replace(config, coarse_mc=0, starts=1), problem=coarse).values
     assert abs(x_coarse - res.values).max() > 1e-4  # the stage's minimum is not the answer
 
