@@ -7,7 +7,12 @@ entry point of the suite does (library modules never flip it themselves).
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# The suite's time is mostly XLA compilation of small programs (a fit's Hessian takes
+# seconds to compile, milliseconds to run): LLVM's optimisation level 0 cuts the compile
+# time by a third (measured: 65 s -> 42 s of a binned-fit test's 90 s, which took 68 s),
+# and CLI subprocesses inherit it.
+# Library runs keep XLA's default level.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
@@ -26,6 +31,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    """The compilation cache is this session's alone: remove it (workers have stopped by now)."""
+    import shutil
+
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")}
     env["PYTHONPATH"] = str(site)
     env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # compile time, as in conftest.py; one device
     return wheel, site, env
 
 
