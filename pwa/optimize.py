@@ -253,33 +253,50 @@ class Minimizer:
         if hessian is None:
             hessian = batched_hessian(objective)
 
-        def f_internal(u, *a):
-            return objective(tr.to_physical(u), *a)
+        # Only the objective's value-and-gradient and its Hessian are compiled, in the
+        # physical parameters. The bounds transform p = T(u) is elementwise, so the
+        # internal-space gradient and Hessian follow from them by the chain rule
+        # (:meth:`internal`): no second Hessian program for the internal space. Data
+        # arrays enter as arguments, never as closure constants: constants would be
+        # baked into the XLA program (slow compiles, no cache reuse).
+        self._vg = jax.jit(jax.value_and_grad(objective))
+        self._hessian = jax.jit(hessian)
 
-        def h_internal(u, *a):
-            # p = T(u) elementwise: d2f/du2 = T' H T' + diag(df/dp T'').
+        def jets(u):
             ones = jnp.ones_like(u)
             p, dp = jax.jvp(tr.to_physical, (u,), (ones,))
             d2p = jax.jvp(lambda v: jax.jvp(tr.to_physical, (v,), (ones,))[1], (u,), (ones,))[1]
-            g = jax.grad(objective)(p, *a)
-            return dp[:, None] * hessian(p, *a) * dp[None, :] + jnp.diag(g * d2p)
+            return p, dp, d2p
 
-        # Data arrays enter as arguments, never as closure constants: constants
-        # would be baked into the XLA program (slow compiles, no cache reuse).
-        self._vg_int = jax.jit(jax.value_and_grad(f_internal))
-        self._h_int = jax.jit(h_internal)
-        self._value = jax.jit(objective)
-        self._gradient = jax.jit(jax.grad(objective))
-        self._hessian = jax.jit(hessian)
+        self._jets = jax.jit(jets)
+        self._value = jax.jit(objective)  # compiled on first use: minimize() does not need it
 
     def value(self, p: jnp.ndarray) -> jnp.ndarray:
         return self._value(p, *self.args)
 
     def gradient(self, p: jnp.ndarray) -> jnp.ndarray:
-        return self._gradient(p, *self.args)
+        return self._vg(p, *self.args)[1]
 
     def hessian(self, p: jnp.ndarray) -> jnp.ndarray:
         return self._hessian(p, *self.args)
+
+    def _at(self, u: np.ndarray) -> dict:
+        """p = T(u), T', T'' and the objective's value and physical gradient at u."""
+        p, dp, d2p = (np.asarray(a) for a in self._jets(jnp.asarray(u, dtype=jnp.float64)))
+        v, g = self._vg(jnp.asarray(p), *self.args)
+        return {"p": p, "dp": dp, "d2p": d2p, "value": float(v), "gradient": np.asarray(g)}
+
+    def _internal_hessian(self, at: dict) -> np.ndarray:
+        # p = T(u) elementwise: d2f/du2 = T' H T' + diag(df/dp T'').
+        H = np.asarray(self._hessian(jnp.asarray(at["p"]), *self.args))
+        dp = at["dp"]
+        return dp[:, None] * H * dp[None, :] + np.diag(at["gradient"] * at["d2p"])
+
+    def internal(self, u: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """(value, gradient, Hessian) of the objective in the internal (unbounded) space at u,
+        by the chain rule from the physical gradient and Hessian (df/du = T' df/dp)."""
+        at = self._at(u)
+        return at["value"], at["gradient"] * at["dp"], self._internal_hessian(at)
 
     def minimize(self, x0: np.ndarray, *, optimizer: str = DEFAULT_OPTIMIZER, max_iter: int = 2000,
                  edm_tolerance: float = 1e-4, newton_polish: bool = True) -> MinimizeResult:
@@ -308,29 +325,40 @@ class Minimizer:
             raise FitError(f"start values outside their bounds for parameter index(es) {bad.tolist()}")
         counter = {"n": 0}
 
+        last: dict = {}  # the latest point: optimisers ask for value, gradient and Hessian at one u
+
+        def at(u):
+            key = np.asarray(u, dtype=np.float64).tobytes()
+            if last.get("key") != key:
+                last.clear()
+                last.update(self._at(u), key=key)
+            return last
+
         def fun(u):
             counter["n"] += 1
-            v = float(self._vg_int(jnp.asarray(u), *self.args)[0])
+            v = at(u)["value"]
             return v if np.isfinite(v) else 1e300
 
         def grad(u):
-            g = np.asarray(self._vg_int(jnp.asarray(u), *self.args)[1])
+            pt = at(u)
+            g = pt["gradient"] * pt["dp"]
             return np.where(np.isfinite(g), g, 0.0)
 
         def hess(u):
-            return np.asarray(self._h_int(jnp.asarray(u), *self.args))
+            return self._internal_hessian(at(u))
 
         u0 = tr.to_internal(x0)
         if fun(u0) >= 1e300:
             raise FitError("the objective is not finite at the start values")
         t0 = time.perf_counter()
         u, n_iter, n_eval, success, message = OPTIMIZERS[optimizer](fun, grad, hess, u0, max_iter)
-        x = np.asarray(tr.to_physical(jnp.asarray(u)))
+        x = np.asarray(self._jets(jnp.asarray(u, dtype=jnp.float64))[0])
         if newton_polish:
-            x = _newton_polish(self.value, self.gradient, self.hessian, x, tr, edm_tolerance * 1e-3)
+            x = _newton_polish(lambda q: self._vg(q, *self.args)[0], self.gradient, self.hessian, x, tr,
+                               edm_tolerance * 1e-3)
         xj = jnp.asarray(x)
-        fval = float(self.value(xj))
-        g = np.asarray(self.gradient(xj))
+        fval, g = self._vg(xj, *self.args)
+        fval, g = float(fval), np.asarray(g)
         H = np.asarray(self.hessian(xj))
         cov, eig, edm = hessian_summary(H, g)
         wall = time.perf_counter() - t0
