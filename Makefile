@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# One pytest worker per core (pytest-xdist), each test file on one worker so that its
+# module fixtures are built once: the suite is mostly single-threaded XLA compilation.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash experiments/demo.sh

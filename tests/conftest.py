@@ -15,6 +15,14 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# Under pytest-xdist (make test: one worker per core) each worker gets its share of
+# the cores for torch's OpenMP pool, and so do the CLI subprocesses it starts. Two
+# workers with a full pool each oversubscribe the cores, and OpenMP's spinning threads
+# then cost several times the work (a flow-training test: 21 s alone, 111 s so).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
