@@ -228,6 +228,9 @@ def train(
     tree = coordinates == "tree" or (coordinates == "auto" and not uses_helicity_coordinates(reaction))
     if coordinates == "helicity" and not reaction.is_radiative_pair:
         raise UserError(f"--coordinates helicity: defined for parent -> gamma P1 P2, not for {reaction}")
+    if not tree and gates and kind == "flow" and card is not None and not uses_helicity_coordinates(reaction):
+        raise UserError(f"--coordinates helicity --gates: the helicity map's gates treat P1 and P2 of {reaction} "
+                        "as tracks; --coordinates tree gates every particle by its species (or give --no-gates)")
     try:
         events = read_events(mc, reaction)
     except EventFileError as exc:

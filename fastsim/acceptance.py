@@ -38,6 +38,24 @@ once per trained model from 2^20 samples of q (standard error about 5e-4 when
 a quarter of q lies outside the cuts; a constant that cancels in any
 normalised use of the samples).
 
+A neutral hadron of the final state gets the gate of the detector's rule for
+its species (:mod:`fastsim.events.detector`). One reconstructed from two
+photons (pi0, eta: ``geometry: photon``) shares the photon's barrel and end
+cap positions in its own |cos theta|, and its energy threshold is the card's
+exact fraction of isotropic two-photon decays with both photons above the
+region's threshold t, clip((E - 2 t) / |p|, 0, 1), smoothed by a Gaussian of
+width 2 w (w the threshold's width; the threshold positions are shared with
+the photon's):
+
+    R = [G(E - 2t) - G(E - 2t - |p|)] / |p|,   G(y) = y Phi(y / s) + s phi(y / s),  s = 2 w,
+
+the clip convolved with the Gaussian (G is the integral of Phi), so
+g = g_barrel R_barrel + (1 - g_barrel) g_endcap R_endcap with the region steps
+in |cos theta| alone. One reconstructed from two tracks (K_S0, ``geometry:
+charged``) gets the tracks' |cos theta| gate (its rule uses the ``pi+``
+track acceptance). The region efficiencies are constants per region, left to
+the flow, as for the photon.
+
 The lab variables come straight from the helicity variables
 (:func:`lab_features`); for folded coordinates the point of the fundamental
 domain stands for all its images, which have the same lab polar angles and
@@ -106,11 +124,12 @@ def tree_gate_settings(card, reaction) -> dict:
             final state (one gate per cut is shared by every track), or the final
             state has more than one photon.
     """
-    from fastsim.events.detector import species_kind
+    from fastsim.events.detector import Detector, species_kind
 
     kinds = [species_kind(p) for p in reaction.particles]
     charged = [i for i, k in enumerate(kinds) if k == "charged"]
     photons = [i for i, k in enumerate(kinds) if k == "photon"]
+    neutral = [i for i, k in enumerate(kinds) if k == "neutral"]
     if len(photons) > 1:
         raise ValueError(f"acceptance gates: {reaction} has {len(photons)} photons; the gates model one")
     rules = {card.charged.rules_for(reaction.particles[i]).model_dump_json() for i in charged}
@@ -118,14 +137,33 @@ def tree_gate_settings(card, reaction) -> dict:
         raise ValueError(f"acceptance gates: the detector card has different rules for the charged species of "
                          f"{reaction}; train with --no-gates")
     out = gate_settings(card)
+    geometries = []
+    for i in neutral:
+        name = reaction.particles[i]
+        rule = Detector(card).rules_for(name)
+        if rule.e_min > 0.0 or rule.pt_min > 0.0:
+            raise ValueError(f"acceptance gates: the detector card's neutral.species.{name} has its own e_min or "
+                             "pt_min cut, which the gates do not model; train with --no-gates")
+        if rule.geometry == "charged":  # two pion tracks: the pi+ track's polar-angle cut
+            pion_cos = card.charged.rules_for("pi+").cos_theta_max
+            if charged and card.charged.rules_for(reaction.particles[charged[0]]).cos_theta_max != pion_cos:
+                raise ValueError(f"acceptance gates: {name} is reconstructed in the pi+ track acceptance, "
+                                 f"|cos theta| < {pion_cos}, which differs from the tracks' of {reaction}; "
+                                 "train with --no-gates")
+            out["charged_cos_max"] = [pion_cos, out["charged_cos_max"][1]]
+        geometries.append(rule.geometry)
     out["charged"] = charged
     out["photon"] = photons
+    if neutral:
+        out["neutral"] = neutral
+        out["neutral_geometry"] = geometries
     return out
 
 
 def tree_lab_features(momenta: np.ndarray, settings: dict) -> np.ndarray:
-    """Lab variables (n, 2 n_charged + 2 n_photon) of four-momenta (n, n_final, 4): cos theta and
-    pT of each track of ``settings['charged']``, then cos theta and energy of the photon."""
+    """Lab variables (n, 2 n_charged + 2 n_photon + 3 n_neutral) of four-momenta (n, n_final, 4):
+    cos theta and pT of each track of ``settings['charged']``, cos theta and energy of the photon,
+    then cos theta, energy and |p| of each neutral hadron of ``settings['neutral']``."""
     from fastsim.events.kinematics import polar_cos_and_pt
 
     cols = []
@@ -133,6 +171,8 @@ def tree_lab_features(momenta: np.ndarray, settings: dict) -> np.ndarray:
         cols += list(polar_cos_and_pt(momenta[:, i]))
     for i in settings["photon"]:
         cols += [polar_cos_and_pt(momenta[:, i])[0], momenta[:, i, 0]]
+    for i in settings.get("neutral", ()):
+        cols += [polar_cos_and_pt(momenta[:, i])[0], momenta[:, i, 0], np.linalg.norm(momenta[:, i, 1:], axis=1)]
     return np.stack(cols, axis=1)
 
 
@@ -160,6 +200,11 @@ class AcceptanceGates(nn.Module):
         # layout of the features: tracks first, then the photon (J/psi -> gamma P1 P2: 2 and 1)
         self.charged = [int(i) for i in settings.get("charged", (1, 2))]
         self.photon = [int(i) for i in settings.get("photon", (0,))]
+        self.neutral = [int(i) for i in settings.get("neutral", ())]
+        self.neutral_geometry = [str(g) for g in settings.get("neutral_geometry", ())]
+        if len(self.neutral_geometry) != len(self.neutral) or not set(self.neutral_geometry) <= {"photon", "charged"}:
+            raise ValueError(f"acceptance gates: neutral_geometry must name photon or charged for each neutral "
+                             f"hadron {self.neutral}, got {self.neutral_geometry}")
         self._layout_stored = "charged" in settings
         self._init_turn_on = float(settings["charged_pt_turn_on"][0]) if settings.get("charged_pt_turn_on") else None
         self.register_buffer("start", torch.tensor(pos, dtype=torch.float64))
@@ -200,26 +245,54 @@ class AcceptanceGates(nn.Module):
             out["charged_pt_turn_on"] = [self._init_turn_on]
         if self._layout_stored:
             out.update(charged=list(self.charged), photon=list(self.photon))
+        if self.neutral:
+            out.update(neutral=list(self.neutral), neutral_geometry=list(self.neutral_geometry))
         return out
 
+    def _log_two_photon_threshold(self, e: torch.Tensor, pabs: torch.Tensor, k: int) -> torch.Tensor:
+        """log R: the share of isotropic two-photon decays of a hadron (energy e, momentum pabs)
+        with both photons above threshold k, clip((e - 2t) / |p|, 0, 1) convolved with a Gaussian
+        of width 2 w (module docstring)."""
+        t, s = self.position[k], 2.0 * self.log_width[k].exp()
+        normal = torch.distributions.Normal(torch.zeros((), dtype=e.dtype), torch.ones((), dtype=e.dtype))
+
+        def G(y):  # integral of Phi(y / s) dy
+            z = y / s
+            return y * torch.special.ndtr(z) + s * normal.log_prob(z).exp()
+
+        p = pabs.clamp(min=1e-9)
+        x = e - 2.0 * t
+        return torch.log(((G(x) - G(x - p)) / p).clamp(min=1e-300))
+
     def log_g(self, feats: torch.Tensor) -> torch.Tensor:
-        """log g (n,) for lab features (n, 2 n_charged + 2 n_photon) (float64): (cos, pT) of each
-        track, then (cos, E) of the photon (6 columns for J/psi -> gamma P1 P2)."""
+        """log g (n,) for lab features (n, 2 n_charged + 2 n_photon + 3 n_neutral) (float64):
+        (cos, pT) of each track, (cos, E) of the photon (6 columns for J/psi -> gamma P1 P2),
+        then (cos, E, |p|) of each neutral hadron."""
         f = feats.to(self.position.dtype)
         lg = torch.zeros(f.shape[0], dtype=f.dtype, device=f.device)
         for k in range(0, 2 * len(self.charged), 2):  # charged tracks
             lg = lg + self._step(f[:, k].abs(), 0, True) + self._step(f[:, k + 1], 1, False)
             if self.log_turn_on is not None:
                 lg = lg + self._turn_on(f[:, k + 1])
-        if not self.photon:
-            return lg
         k = 2 * len(self.charged)
-        c, e = f[:, k].abs(), f[:, k + 1]
-        lb = self._step(c, 2, True) + self._step(e, 3, False)
-        le = self._step(c, 4, False) + self._step(c, 5, True) + self._step(e, 6, False)
-        # g_b + g_e - g_b g_e = g_b + g_e (1 - g_b), in logs
-        one_minus_gb = torch.log1p(-lb.exp().clamp(max=1.0 - 1e-15))
-        return lg + torch.logaddexp(lb, le + one_minus_gb)
+        if self.photon:
+            c, e = f[:, k].abs(), f[:, k + 1]
+            lb = self._step(c, 2, True) + self._step(e, 3, False)
+            le = self._step(c, 4, False) + self._step(c, 5, True) + self._step(e, 6, False)
+            lg = lg + _log_union(lb, le)
+            k += 2
+        for geometry in self.neutral_geometry:
+            c = f[:, k].abs()
+            if geometry == "charged":  # K_S0 -> pi+ pi-: inside the tracks' polar-angle cut
+                lg = lg + self._step(c, 0, True)
+            else:  # two photons: the calorimeter region of the hadron's direction, both above threshold
+                e, pabs = f[:, k + 1], f[:, k + 2]
+                lb = self._step(c, 2, True)
+                le = self._step(c, 4, False) + self._step(c, 5, True)
+                lg = lg + torch.logaddexp(lb + self._log_two_photon_threshold(e, pabs, 3),
+                                          _log1m_exp(lb) + le + self._log_two_photon_threshold(e, pabs, 6))
+            k += 3
+        return lg
 
     def summary(self) -> dict:
         """{cut: (position, width)} as floats."""
@@ -228,3 +301,13 @@ class AcceptanceGates(nn.Module):
         if self.log_turn_on is not None:
             out["charged_pt_turn_on"] = (float(self.log_turn_on.detach().exp()),)
         return out
+
+
+def _log1m_exp(a: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(a)) for a <= 0."""
+    return torch.log1p(-a.exp().clamp(max=1.0 - 1e-15))
+
+
+def _log_union(la: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+    """log(g_a + g_b - g_a g_b) = log(g_a + g_b (1 - g_a)) from log g_a and log g_b."""
+    return torch.logaddexp(la, lb + _log1m_exp(la))

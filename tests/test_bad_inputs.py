@@ -116,6 +116,9 @@ def world(tmp_path_factory, small_card) -> Path:
 
     with EventWriter(w / "four_kaons_described.npz", r0) as writer:  # records its reaction
         writer.write(Events(NBodyPhaseSpace(r0).sample(300, np.random.default_rng(1)), reaction=r0))
+    pi0pi0 = load_model_card(ROOT / "models" / "jpsi_gamma_pi0pi0.yaml").reaction.to_reaction()
+    with EventWriter(w / "pi0pi0.npz", pi0pi0) as writer:
+        writer.write(Events(NBodyPhaseSpace(pi0pi0).sample(300, np.random.default_rng(3)), reaction=pi0pi0))
     # A (random) flow of the four-kaon reaction, in its tree coordinates.
     import torch
 
@@ -235,6 +238,9 @@ CASES = [
     Case("train-helicity-coordinates-four-body", "fastsim",
          ("train", "--mc", "{w}/four_kaons_described.npz", "--out", "{o}/f.pt", "--coordinates", "helicity"),
          says=("--coordinates helicity", "psi(2S)")),
+    Case("train-helicity-gates-on-neutral-pions", "fastsim",
+         ("train", "--mc", "{w}/pi0pi0.npz", "--out", "{o}/f.pt", "--coordinates", "helicity"),
+         says=("--coordinates helicity --gates", "gamma pi0 pi0", "--coordinates tree")),
     Case("fit-flow-of-another-reaction", "pwa", fit("--flow-model", "{w}/four_kaons_flow.pt", mc="flow"),
          says=("four_kaons_flow.pt", "psi(2S) -> K+ K- K+ K-", "J/psi -> gamma K+ K-")),
     Case("train-mc-is-a-card", "fastsim", ("train", "--mc", M, "--out", "{o}/f.pt"), says=("card.yaml",)),

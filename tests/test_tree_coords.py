@@ -241,3 +241,108 @@ def test_map_round_trips_through_its_dictionary(maps):
     bad = dict(cm.to_dict(), grid=[1, 2, 3, 4])
     with pytest.raises(ValueError, match="grid"):
         TreeCoordinateMap.from_dict(bad)
+
+
+def _narrow_gates(reaction, card):
+    """Gates of the reaction at the card's cuts with every width shrunk to 1e-7: hard cuts."""
+    from fastsim.acceptance import AcceptanceGates, tree_gate_settings
+
+    settings = tree_gate_settings(card, reaction)
+    for key, value in settings.items():
+        if key in AcceptanceGates.NAMES:
+            settings[key] = [value[0], 1e-7]
+    return AcceptanceGates(settings), settings
+
+
+def _region_constant(detector, particle: str, p: np.ndarray) -> np.ndarray:
+    """The efficiency constant of a particle's detector region (what the gates leave to the flow)."""
+    from fastsim.events.detector import ChargedRules, PhotonCard
+
+    rules = detector.rules_for(particle)
+    cos = np.abs(p[:, 3]) / np.linalg.norm(p[:, 1:], axis=1)
+    card = detector.card
+    photon = np.where(cos < card.photon.barrel.cos_theta_max, card.photon.barrel.efficiency,
+                      card.photon.endcap.efficiency)
+    if isinstance(rules, ChargedRules):
+        return np.full(len(p), rules.efficiency_plateau)
+    if isinstance(rules, PhotonCard):
+        return photon
+    if rules.geometry == "charged":
+        return np.full(len(p), rules.efficiency * card.charged.rules_for("pi+").efficiency_plateau ** 2)
+    return rules.efficiency * photon ** 2
+
+
+@pytest.mark.parametrize("card", ["jpsi_gamma_pi0pi0.yaml", "d0_kpipi0.yaml", "jpsi_gamma_kk.yaml"])
+def test_gates_at_vanishing_widths_are_the_detector_acceptance(card):
+    """Tracks, photon and neutral hadrons (pi0 from two photons, with the exact two-photon energy
+    threshold): at widths -> 0 the gates equal the detector's efficiency up to each region's
+    constant, away from the cut edges."""
+    from fastsim.acceptance import tree_lab_features
+    from fastsim.events import Events
+
+    reaction = reaction_of(card)
+    dcard = load_detector_card("default")
+    detector = Detector(dcard)
+    gates, settings = _narrow_gates(reaction, dcard)
+    p = generated(reaction, 20_000, 21)
+    g = gates.log_g(torch.as_tensor(tree_lab_features(p, settings))).exp().detach().numpy()
+    eff = detector.efficiency(Events(p, reaction=reaction))
+    const = np.prod([_region_constant(detector, name, p[:, i]) for i, name in enumerate(reaction.particles)], axis=0)
+    cos = np.abs(p[..., 3]) / np.linalg.norm(p[..., 1:], axis=-1)
+    edges = [dcard.charged.cos_theta_max, dcard.photon.barrel.cos_theta_max, dcard.photon.endcap.cos_theta_min,
+             dcard.photon.endcap.cos_theta_max]
+    away = np.all(np.abs(cos[..., None] - np.asarray(edges)).min(axis=-1) > 1e-4, axis=1)
+    pt = np.hypot(p[..., 1], p[..., 2])
+    away &= np.all(np.abs(pt - dcard.charged.pt_min) > 1e-4, axis=1)
+    assert away.mean() > 0.98
+    np.testing.assert_allclose(g[away], (eff / const)[away], atol=2e-6)
+    assert 0.05 < (g > 0.5).mean() < 0.95  # the cuts matter for this final state
+    if "neutral" in settings:  # the energy threshold is exercised: partial two-photon acceptance
+        assert ((g[away] > 1e-3) & (g[away] < 0.999)).mean() > 1e-3
+
+
+def test_neutral_hadron_gates_keep_a_flow_inside_the_calorimeter():
+    """An untrained gated flow of J/psi -> gamma pi0 pi0: its pi0s lie in the photon barrel or end cap
+    (to the gates' widths); without the gates a sizeable share falls in the gap or beyond."""
+    reaction = reaction_of("jpsi_gamma_pi0pi0.yaml")
+    dcard = load_detector_card("default")
+    b, e = dcard.photon.barrel, dcard.photon.endcap
+    cm = folded_map(reaction)
+    pions = [i for i, name in enumerate(reaction.particles) if name == "pi0"]
+
+    def outside(sim):
+        p = sim.sample(20_000, seed=3).momenta[:, pions]
+        cos = np.abs(p[..., 3]) / np.linalg.norm(p[..., 1:], axis=-1)
+        inside = (cos < b.cos_theta_max + 0.01) | ((cos > e.cos_theta_min - 0.01) & (cos < e.cos_theta_max + 0.01))
+        return (~inside).any(axis=1).mean()
+
+    gated = _random_flow(cm, gates=True)
+    assert gated.model.gates.neutral == pions and gated.model.gates.neutral_geometry == ["photon", "photon"]
+    assert outside(gated) < 2e-3
+    assert outside(_random_flow(cm, gates=False)) > 0.05
+
+
+def test_neutral_gates_refuse_what_they_do_not_model():
+    from fastsim.acceptance import tree_gate_settings
+    from fastsim.events.particles import Reaction
+
+    dcard = load_detector_card("default")
+    pi0 = dcard.neutral.species["pi0"].model_copy(update={"e_min": 0.2})
+    with_cut = dcard.model_copy(update={"neutral": dcard.neutral.model_copy(
+        update={"species": dcard.neutral.species | {"pi0": pi0}})})
+    with pytest.raises(ValueError, match=r"neutral\.species\.pi0 has its own e_min or pt_min"):
+        tree_gate_settings(with_cut, reaction_of("jpsi_gamma_pi0pi0.yaml"))
+    # K_S0 from two pions: the pi+ track cut; refused where the other tracks' cut differs
+    ks = Reaction.from_final_state({"Ks": "K_S0", "pip": "pi+", "pim": "pi-"}, parent="D0",
+                                   chains=("D0 -> R Ks; R -> pip pim",))
+    settings = tree_gate_settings(dcard, ks)
+    assert settings["neutral_geometry"] == ["charged"]
+    assert settings["charged_cos_max"][0] == dcard.charged.rules_for("pi+").cos_theta_max
+    from fastsim.events.detector import ChargedOverride
+
+    narrow_pions = dcard.model_copy(update={"charged": dcard.charged.model_copy(
+        update={"species": {"pi+": ChargedOverride(cos_theta_max=0.85)}})})
+    kk = Reaction.from_final_state({"Ks": "K_S0", "Kp": "K+", "pim": "pi-"}, parent="D0",
+                                   chains=("D0 -> R Ks; R -> Kp pim",))
+    with pytest.raises(ValueError, match=r"K_S0 is reconstructed in the pi\+ track acceptance, \|cos theta\| < 0.85"):
+        tree_gate_settings(narrow_pions, kk)
