@@ -1,6 +1,6 @@
 """Neutral-hadron acceptance gates: a gated and a plain flow of J/psi -> gamma pi0 pi0, side by side.
 
-    python experiments/flow/neutral_gates.py [--n-train 50000] [--n-test 50000] [--epochs 3]
+    python experiments/flow/neutral_gates.py [--n-train 200000] [--n-test 200000] [--epochs 10]
         [--work experiments/flow/work_neutral] [--out experiments/results/flow_neutral_gates]
 
 The pi0s are reconstructed from two photons: the default detector keeps a pi0
@@ -51,9 +51,9 @@ def outside_share(momenta: np.ndarray, pions: list[int], card) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-train", type=int, default=50_000)
-    ap.add_argument("--n-test", type=int, default=50_000)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--n-train", type=int, default=200_000)
+    ap.add_argument("--n-test", type=int, default=200_000)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", type=Path, default=ROOT / "experiments" / "flow" / "work_neutral")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "flow_neutral_gates")
@@ -61,6 +61,7 @@ def main() -> int:
 
     from fastsim.checkpoint import load_simulator
     from fastsim.events import load_detector_card, read_events, write_text_atomic
+    from pwa.card import load_model_card
 
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,8 @@ def main() -> int:
             timings[f"generate_{path.stem}_s"] = fastsim("generate", "--model", str(CARD), "--n", str(n),
                                                          "--out", str(path), "--seed", str(seed))
     card = load_detector_card("default")
-    reference = read_events(test)
+    reaction = load_model_card(CARD).reaction.to_reaction()
+    reference = read_events(test, reaction)
     pions = [i for i, name in enumerate(reference.reaction.particles) if name == "pi0"]
     rows = {"mc (held out)": {"outside": outside_share(reference.momenta, pions, card)}}
     for label, flag in (("gated", "--gates"), ("plain", "--no-gates")):
