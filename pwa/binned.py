@@ -200,10 +200,14 @@ def _chunks(model: Model, mc: Events | EventCache) -> list[EventCache]:
     return [model.precompute(mc.subset(slice(i, i + CHUNK))) for i in range(0, len(mc), CHUNK)]
 
 
-def with_binned_normalisation(problem: FitProblem, n_bins: int = DEFAULT_BINS,
-                              mc: Events | None = None) -> FitProblem:
-    """The problem with its MC term binned (from its per-event MC cache, or ``mc``)."""
-    return replace(problem, mc_cache=binned_cache(problem.model, problem.mc_cache if mc is None else mc, n_bins))
+def with_binned_normalisation(problem: FitProblem, n_bins: int = DEFAULT_BINS) -> FitProblem:
+    """The problem with its MC term binned, keeping its per-event MC cache as
+    :attr:`~pwa.problem.FitProblem.exact_mc_cache`: :func:`pwa.fit.fit` checks the binned
+    minimum against the exact sum there (:func:`pwa.fit.exact_check`)."""
+    if problem.binned:
+        raise FitError("the problem's normalisation is binned already")
+    return replace(problem, mc_cache=binned_cache(problem.model, problem.mc_cache, n_bins),
+                   exact_mc_cache=problem.mc_cache)
 
 
 def approximation_error(model: Model, p: np.ndarray, exact: EventCache, binned: BinnedCache) -> float:

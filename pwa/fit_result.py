@@ -65,6 +65,54 @@ class FitConfig:
 MINIMA_TOLERANCE = 0.01
 
 
+#: Largest Newton shift to the exact minimum, in units of a parameter's error, at which the
+#: minimum of a binned normalisation is kept (:func:`pwa.fit.exact_check`).
+EXACT_SHIFT_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class BinnedCheck:
+    """A binned normalisation's minimum against the exact per-event sum (:func:`pwa.fit.exact_check`).
+
+    Attributes:
+        objective_binned, objective_exact: the objective at the binned minimum, both ways.
+        max_shift_sigma: the largest component of the exact objective's Newton
+            shift H^-1 g there, in units of that parameter's error.
+        worst_parameter: the parameter of that component.
+        tolerance: the shift accepted without a refit.
+        refit_iterations: iterations of the exact refit from the binned
+            minimum, None when the shift was within the tolerance.
+        refit_objective: the exact objective at the refit's minimum, or None.
+    """
+
+    objective_binned: float
+    objective_exact: float
+    max_shift_sigma: float
+    worst_parameter: str
+    tolerance: float
+    refit_iterations: int | None = None
+    refit_objective: float | None = None
+
+    @property
+    def refitted(self) -> bool:
+        return self.refit_iterations is not None
+
+    def warnings(self) -> tuple[str, ...]:
+        if not self.refitted:
+            return ()
+        return (f"the binned normalisation's minimum was {self.max_shift_sigma:.3g} sigma ({self.worst_parameter}) "
+                f"from the exact MC sum's (objective {self.objective_binned:.3f} binned, "
+                f"{self.objective_exact:.3f} exact there): refitted with the exact sum from it "
+                f"({self.refit_iterations} iterations, objective {self.refit_objective:.3f}); more bins "
+                f"(--binned-mc) or a width bound above the bins' mass resolution keep the binned fit exact",)
+
+    def __str__(self) -> str:
+        what = (f"refitted with the exact sum ({self.refit_iterations} iterations)" if self.refitted
+                else f"within {self.tolerance:g} sigma: kept")
+        return (f"binned normalisation: exact-sum Newton shift {self.max_shift_sigma:.2g} sigma "
+                f"({self.worst_parameter}) at its minimum, {what}")
+
+
 @dataclass(frozen=True)
 class Minimum:
     """One distinct minimum of a multi-start fit (:func:`pwa.fit.distinct_minima`).
@@ -112,6 +160,9 @@ class FitResult:
     a joint fit), ``failed_starts`` the starts that raised and
     ``unrefined_starts`` those that a coarse stage did not refine
     (``config.refine``), so that the counts plus both add up to ``config.starts``.
+    ``binned_check``: for a fit with a binned normalisation, its minimum
+    checked against the exact MC sum (:class:`BinnedCheck`); the NLL, objective,
+    EDM and fractions are then the exact sum's.
     """
 
     model_source: str
@@ -143,6 +194,7 @@ class FitResult:
     distinct_minima: tuple[Minimum, ...] = ()
     failed_starts: int = 0
     unrefined_starts: int = 0
+    binned_check: BinnedCheck | None = None
 
     @property
     def positive_definite(self) -> bool:
@@ -198,6 +250,7 @@ class FitResult:
             "wall_time_s": self.wall_time,
             "config": asdict(self.config),
             "warnings": list(self.warnings),
+            **({"binned_check": asdict(self.binned_check)} if self.binned_check else {}),
         }
 
     def to_json(self) -> str:
@@ -229,6 +282,8 @@ class FitResult:
                          f"{100 * self.fraction_errors[i, i]:>7.2f}")
         lines.append(f"  {'SF':<{wr}}  {100 * self.sum_of_fractions:>8.2f}  "
                      f"{100 * self.sum_of_fractions_error:>7.2f}")
+        if self.binned_check is not None:
+            lines.append(f"  {self.binned_check}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 

@@ -27,7 +27,7 @@ dictionary, caches of numpy arrays) for fits in other processes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import jax
@@ -68,6 +68,20 @@ class FitProblem:
     effective_data_events: float | None = None
     #: The explicit background term, or None (signal only: today's NLL).
     background: BackgroundModel | None = None
+    #: The per-event MC cache behind a binned normalisation (:func:`pwa.binned.with_binned_normalisation`),
+    #: else None; :meth:`exact` is the problem with it.
+    exact_mc_cache: Cache | None = None
+
+    @property
+    def binned(self) -> bool:
+        """True when the normalisation is binned and :meth:`exact` holds the per-event sum."""
+        return self.exact_mc_cache is not None
+
+    def exact(self) -> "FitProblem":
+        """This problem with the per-event MC sum (itself when its normalisation is not binned)."""
+        if self.exact_mc_cache is None:
+            return self
+        return replace(self, mc_cache=self.exact_mc_cache, exact_mc_cache=None)
 
     @classmethod
     def build(cls, model: Model, data: Events, mc: Events, *, quadrature_panels: int = 120,

@@ -3,7 +3,8 @@
 Floating f2'(1525) mass and width (and a Flatte f0(980) mass and coupling in the three-resonance card): ln N,
 its gradient and its Hessian agree with the exact sum to 1e-7 with 2000 bins, the error falls at least
 eightfold from 100 to 200 bins (third order; below ~1e-8 rounding takes over), and a fit with the binned normalisation lands on the exact
-fit's minimum to a small fraction of the MC-statistics error.
+fit's minimum to a small fraction of the MC-statistics error; a binning too coarse for the lineshape is caught at
+its minimum by the exact sum's gradient and refitted exactly.
 """
 
 import copy
@@ -74,6 +75,24 @@ def test_binned_fit_lands_on_the_exact_minimum():
     assert np.all(shift < 0.01 * np.diag(mc_error.fraction_errors)), (shift, np.diag(mc_error.fraction_errors))
     assert np.all(np.abs(binned.values - exact.values) < 0.01 * exact.errors)
     assert abs(binned.nll - exact.nll) < 1e-3
+    # checked against the exact sum at its minimum, and kept: the reported NLL is the exact one there
+    check = binned.binned_check
+    assert check is not None and not check.refitted and check.max_shift_sigma < check.tolerance
+    assert binned.nll == pytest.approx(float(problem.nll(jnp.asarray(binned.values))), abs=1e-9)
+    assert binned.objective == pytest.approx(check.objective_exact, abs=1e-12)
+    assert exact.binned_check is None
+
+    # Eight bins cannot hold the lineshape: the binned minimum is off, the check sees it and refits
+    # with the exact sum from there, landing on the exact minimum.
+    coarse = fit(model, None, None, config, problem=with_binned_normalisation(problem, 8))
+    check = coarse.binned_check
+    assert check.refitted and check.max_shift_sigma > check.tolerance, check
+    assert any("refitted with the exact sum" in w for w in coarse.warnings)
+    assert coarse.converged
+    assert np.all(np.abs(coarse.values - exact.values) < 0.01 * exact.errors)
+    assert coarse.nll == pytest.approx(exact.nll, abs=1e-6)
+    assert "binned normalisation: exact-sum Newton shift" in str(coarse)
+    assert coarse.to_dict()["binned_check"]["refit_iterations"] == check.refit_iterations
 
 
 def test_what_cannot_be_binned_is_refused(mc):
